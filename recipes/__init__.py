@@ -1,0 +1,1 @@
+"""lkbuild: build LinuxKit kernels and kernel modules in containers, locally or over SSH."""

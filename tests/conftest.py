@@ -1,0 +1,88 @@
+"""Hermetic fixtures: every test gets its own cache and config dirs and no LKBUILD_* leaking in."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def hermetic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Isolated XDG dirs; the checkout's own lkbuild.yaml and the user's are not read."""
+    home = tmp_path / "xdg"
+    for key in list(os.environ):
+        if key.startswith("LKBUILD_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home / "cache"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
+    monkeypatch.setenv("LKBUILD_CONFIG", str(home / "config" / "lkbuild" / "lkbuild.yaml"))
+    monkeypatch.setenv("NO_COLOR", "1")
+    return home
+
+
+@dataclass
+class Run:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def err_lines(self) -> list[str]:
+        return [line for line in self.err.splitlines() if line.strip()]
+
+
+@pytest.fixture
+def lk(tmp_path: Path) -> Callable[..., Run]:
+    """Run the `lkbuild` program (the console script's namespace) in a subprocess."""
+
+    def run(*args: str, env: dict[str, str] | None = None, timeout: float = 600,
+            cwd: Path | None = None, input: str | None = None) -> Run:
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        proc = subprocess.run([sys.executable, "-m", "recipes", *args], cwd=cwd or tmp_path,
+                              env=full_env, capture_output=True, text=True, timeout=timeout,
+                              input=input)
+        return Run(proc.returncode, proc.stdout, proc.stderr)
+
+    return run
+
+
+def make_tree(root: Path, series: dict[str, dict[str, str]] | None = None) -> Path:
+    """A tiny linuxkit-layout kernel dir: {series: {relative file: content}}."""
+    series = series or {
+        "6.12.x": {
+            "build-args": "KERNEL_VERSION=6.12.54\nKERNEL_SERIES=6.12.x\n"
+                          "BUILD_IMAGE=linuxkit/alpine:35b33c6b03c40e51046c3b053dd131a68a26c37a\n",
+            "config-x86_64": "CONFIG_MODULES=y\n",
+            "config-aarch64": "CONFIG_MODULES=y\nCONFIG_ARM64=y\n",
+            "patches/0001-a.patch": "--- a\n+++ b\n",
+        },
+        "6.12.x-rt": {"config-x86_64": "CONFIG_PREEMPT_RT=y\n", "patches/0001-rt.patch": "rt\n"},
+        "6.6.x": {
+            "build-args": "KERNEL_VERSION=6.6.60\nKERNEL_SERIES=6.6.x\nBUILD_IMAGE=b\n",
+            "config-x86_64": "CONFIG_MODULES=y\n",
+            "deprecated": "",
+        },
+    }
+    (root / "Dockerfile").parent.mkdir(parents=True, exist_ok=True)
+    (root / "Dockerfile").write_text("FROM scratch\n")
+    (root / "config-dbg").write_text("CONFIG_DEBUG_INFO=y\n")
+    (root / "build-args-debug").write_text("EXTRA=-dbg\n")
+    for name, files in series.items():
+        for rel, content in files.items():
+            path = root / name / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(content)
+    return root
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    return make_tree(tmp_path / "kernel")
