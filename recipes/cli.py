@@ -63,13 +63,18 @@ def config(c: Context, json: bool = False) -> None:
              [(v.name, "" if v.value is None else v.value, v.source) for v in s.values()])
 
 
-@task(name="list", help={"kernel_dir": KERNEL_DIR_HELP, "json": JSON_HELP})
+@task(name="list", help={"kernel_dir": KERNEL_DIR_HELP, "json": JSON_HELP,
+                         "version": "only the series of this full version (as a build takes it)",
+                         "arch": "only this arch (arm64, aarch64, amd64, x86_64)"})
 @edge
-def list_(c: Context, kernel_dir: str = "", json: bool = False) -> None:
+def list_(c: Context, kernel_dir: str = "", version: str = "", arch: str = "",
+          json: bool = False) -> None:
     """List kernel series: version, arches with a config, variants, hash, built locally."""
     from . import inventory
 
-    rows = inventory.kernels(settings(kernel_dir=kernel_dir))
+    if version:
+        seriesmod.parse_version(version)
+    rows = inventory.kernels(settings(kernel_dir=kernel_dir), version, arch)
     if json:
         ui.emit_json(rows)
         return
@@ -92,8 +97,9 @@ def add_kernel(c: Context, version: str = "", kernel_dir: str = "") -> None:
 
 
 @task(help={
-    "version": "full kernel version, e.g. 6.12.54",
-    "source": "a local linux-*.tar.xz or a URL instead of the mirror (setting kernel_mirror)",
+    "version": "full kernel version, e.g. 6.12.54 (read from the tarball when --source is a file)",
+    "source": "a local kernel tarball, or an http(s) URL (append #sha256=<hex> to pin its "
+              "digest), instead of the mirror (setting kernel_mirror)",
     "keyring": "OpenPGP keyring to check the signature of sha256sums.asc with",
     "json": JSON_HELP,
 })
@@ -103,8 +109,11 @@ def fetch(c: Context, version: str = "", source: str = "", keyring: str = "",
     """Fetch and verify a kernel source tarball into the cache; print its path."""
     from . import sources
 
+    s = settings(keyring=keyring)
+    if not version and source and not sources.is_url(source):
+        version = sources.tarball_version(sources.local_path(source), s.cache_dir)
     seriesmod.parse_version(version)
-    src = sources.fetch(settings(keyring=keyring), version, source or None)
+    src = sources.fetch(s, version, source or None)
     if json:
         ui.emit_json(src.as_json())
     else:

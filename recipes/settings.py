@@ -177,7 +177,7 @@ class Settings:
         for path in reversed(files if files is not None else config_files(env)):
             if path.is_file():
                 layers.append((f"file {path}", read_config_file(path)))
-        known_env = {s.env for s in SETTINGS} | {ENV_PREFIX + "CONFIG"}
+        known_env = {s.env for s in SETTINGS} | {ENV_PREFIX + "CONFIG", ENV_PREFIX + "DEBUG"}
         for key in env:
             if key.startswith(ENV_PREFIX) and key not in known_env:
                 raise _unknown(key[len(ENV_PREFIX):].lower(), f"environment variable {key}")

@@ -7,13 +7,13 @@ Colour follows rich's own rules, which honour NO_COLOR and plain pipes.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -55,9 +55,5 @@ def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str = ""
     for column in columns:
         t.add_column(column, overflow="fold")
     for row in rows:
-        t.add_row(*("" if v is None else str(v) for v in row))
+        t.add_row(*(Text("" if v is None else str(v)) for v in row))
     out_console().print(t)
-
-
-def colour_enabled() -> bool:
-    return "NO_COLOR" not in os.environ and err.is_terminal

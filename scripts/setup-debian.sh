@@ -48,3 +48,5 @@ fi
 
 python3 -m pip install -q --upgrade pip
 python3 -m pip install -q -e '.[test]'
+# pyenv installs console scripts behind shims that exist only after a rehash.
+if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi

@@ -1,0 +1,37 @@
+#!/bin/sh
+# Merge the config and fragments and run olddefconfig in separate output dirs. Writes
+# WORK/out/: config (final, with fragments), base (the input config alone through
+# olddefconfig, for the finality check), requested (the input config), fragments/ and
+# kernelrelease.
+# usage: configure.sh CACHE KEY SOURCE_KEY SOURCE_DIR PATCH_DIR CONFIG_DIR WORK
+set -eu
+cache=$1 key=$2 source_key=$3 src=$4 patches=$5 cfg=$6 work=$7
+mkdir -p "$cache/kbuild"
+exec 9>"$cache/kbuild/$key.lock"
+flock 9
+/lkbuild/source.sh "$cache" "$key" "$source_key" "$src" "$patches"
+make_args="ARCH=$KARCH CROSS_COMPILE=$CROSS_COMPILE"
+[ -n "${LOCALVERSION:-}" ] && make_args="$make_args LOCALVERSION=$LOCALVERSION"
+mkdir -p "$work/base" "$work/final" "$work/out/fragments"
+cd "$cache/src/$key"
+cp "$cfg/config" "$work/base/.config"
+make -s O="$work/base" $make_args olddefconfig
+cp "$cfg/config" "$work/final/.config"
+frags=$(find "$cfg/fragments" -maxdepth 1 -type f 2>/dev/null | sort)
+if [ -n "$frags" ]; then
+  (cd "$work/final" && "$cache/src/$key/scripts/kconfig/merge_config.sh" -m .config $frags >/dev/null)
+  cp $frags "$work/out/fragments/"
+fi
+make -s O="$work/final" $make_args olddefconfig
+cp "$cfg/config" "$work/out/requested"
+cp "$work/base/.config" "$work/out/base"
+cp "$work/final/.config" "$work/out/config"
+make -s O="$work/final" $make_args kernelrelease > "$work/out/kernelrelease"
+# Symbols whose value the toolchain decides ($(cc-option ...), $(success ...), ...): a
+# different compiler changes them without making the config less final.
+find . -path ./Documentation -prune -o -name 'Kconfig*' -type f -print | xargs awk '
+  /^[ \t]*(menu)?config[ \t]+[A-Za-z0-9_]+/ { sym = $2 }
+  /^[ \t]*(choice|endchoice|menu|endmenu|if|endif|source|comment)([ \t]|$)/ { sym = "" }
+  /\$\((cc-|as-|ld-|success|failure|shell|rustc|CC|LD|AS|OBJCOPY|python)/ {
+    if (sym) print "CONFIG_" sym
+  }' | sort -u > "$work/out/toolchain-symbols"

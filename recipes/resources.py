@@ -1,0 +1,338 @@
+"""Memory, disk and cpus -> make jobs, and the doctor's checks.
+
+A kernel build fails late and obscurely when the machine is short of something: `-j8` in a
+7.75 GiB Docker Desktop VM dies of out-of-memory as "exit code: 2", a full disk shows up as
+"input/output error" in BuildKit's database, a credential helper missing from PATH in an SSH
+session shows up as a keychain error. These checks say so before a build starts, with the fix.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from . import engine as enginemod
+from .errors import InfraError, LkbuildError, UserError
+from .settings import Settings
+
+GiB = 1024 ** 3
+GB = 1000 ** 3
+
+MEMORY_RESERVE = 2 * GiB
+MEMORY_PER_JOB = 3 * GiB // 2
+"""The jobs model: jobs = (memory - MEMORY_RESERVE) // MEMORY_PER_JOB, within [1, cpus].
+
+Chosen from a measured failure: a 7.75 GiB, 8-cpu Docker Desktop VM ran out of memory with
+`make -j8` and finished with `-j3`, peaking under 7 GB, which puts one job at about 1.5 GiB
+once 2 GiB is kept back for the engine, BuildKit, the page cache of the source tree and the
+single-threaded final link (vmlinux, modpost, BTF). The same figures give 2 + 8 x 1.5 = 14 GiB
+for `-j8`, inside the 12-16 GB the same log reports a `-j8` build needing. The model is
+deliberately cautious: a build one job slower is better than one killed 20 minutes in.
+"""
+
+
+def jobs_for(cpus: int, memory_bytes: int) -> int:
+    """Make jobs an engine with these cpus and this much memory can afford (at least 1)."""
+    by_memory = (memory_bytes - MEMORY_RESERVE) // MEMORY_PER_JOB
+    return max(1, min(max(cpus, 1), by_memory))
+
+
+def memory_needed(jobs: int) -> int:
+    """Bytes of memory `make -j<jobs>` needs under the same model: for "refuse early" messages."""
+    return MEMORY_RESERVE + max(jobs, 1) * MEMORY_PER_JOB
+
+
+def free_bytes(path: Path | str) -> int:
+    """Bytes an unprivileged writer can use on the filesystem that holds (or would hold) path."""
+    current = Path(path).expanduser().absolute()
+    while True:
+        try:
+            st = os.statvfs(current)
+            return st.f_bavail * st.f_frsize
+        except OSError:
+            if current.parent == current:
+                raise InfraError(f"cannot measure free space for {path}") from None
+            current = current.parent
+
+
+def gib(n: int) -> str:
+    return f"{n / GiB:.1f} GiB"
+
+
+def gb(n: int) -> str:
+    return f"{n / GB:.1f} GB"
+
+
+# --- credential helpers ----------------------------------------------------------------------
+
+MACOS_HELPER_DIRS: tuple[str, ...] = ("/Applications/Docker.app/Contents/Resources/bin",
+                                      "~/.docker/bin")
+"""Where Docker Desktop installs docker-credential-*: the app bundle and the per-user dir.
+
+An SSH session on macOS gets a PATH without them, and then every pull and push fails with
+"error getting credentials ... keychain cannot be accessed".
+"""
+
+
+def credential_helpers(docker_config_dir: Path) -> list[str]:
+    """Helper names config.json uses (`credsStore`, then each `credHelpers` value), once each."""
+    config = enginemod.read_config(Path(docker_config_dir))
+    names: list[str] = []
+    store = config.get("credsStore")
+    if isinstance(store, str) and store:
+        names.append(store)
+    helpers = config.get("credHelpers")
+    if isinstance(helpers, dict):
+        for value in helpers.values():
+            if isinstance(value, str) and value and value not in names:
+                names.append(value)
+    return names
+
+
+@dataclass(frozen=True)
+class Helper:
+    """Where `docker-credential-<name>` is: on PATH, only in a known dir, or nowhere."""
+
+    name: str
+    path: Path | None
+    on_path: bool
+
+    @property
+    def program(self) -> str:
+        return f"docker-credential-{self.name}"
+
+    @property
+    def fix(self) -> str:
+        if self.on_path:
+            return ""
+        if self.path is not None:
+            return f'export PATH="{self.path.parent}:$PATH"'
+        return (f"install {self.program} (Docker Desktop ships docker-credential-{self.name}) "
+                f"or remove \"credsStore\"/\"credHelpers\" entries naming {self.name!r} "
+                "from the Docker config.json")
+
+
+def _executable(path: Path) -> bool:
+    return path.is_file() and os.access(path, os.X_OK)
+
+
+def find_helper(name: str, path_env: str, extra_dirs: Sequence[Path | str] = ()) -> Helper:
+    """Look for docker-credential-<name> on path_env, then in extra_dirs (known install dirs)."""
+    program = f"docker-credential-{name}"
+    found = shutil.which(program, path=path_env)
+    if found:
+        return Helper(name, Path(found), True)
+    for directory in extra_dirs:
+        candidate = Path(directory).expanduser() / program
+        if _executable(candidate):
+            return Helper(name, candidate, False)
+    return Helper(name, None, False)
+
+
+def helper_dirs(docker_config_dir: Path) -> list[Path]:
+    """Known install dirs: macOS Docker Desktop's, and bin/ under the Docker config dir."""
+    dirs = [Path(d).expanduser() for d in MACOS_HELPER_DIRS]
+    dirs.append(Path(docker_config_dir) / "bin")
+    seen: list[Path] = []
+    for d in dirs:
+        if d not in seen:
+            seen.append(d)
+    return seen
+
+
+# --- doctor ----------------------------------------------------------------------------------
+
+Status = str  # "ok" | "warn" | "fail"
+SKIPPED = "skipped: engine unreachable"
+
+
+@dataclass
+class Check:
+    """One doctor line: what was checked, how it went, and what to do about it."""
+
+    name: str
+    status: Status
+    detail: str
+    fix: str = ""
+    blocker: bool = False
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def check_engine(settings: Settings) -> tuple[Check, enginemod.Engine | None]:
+    """Engine reachable; a context that does not exist is the user's error and raises."""
+    endpoint = enginemod.resolve(settings.context or "", None,
+                                 enginemod.context_source(settings))
+    data = {"context": endpoint.context, "host": endpoint.host, "source": endpoint.source}
+    try:
+        eng = enginemod.connect_endpoint(endpoint)
+        eng.info()
+    except InfraError as exc:
+        return Check("engine", "fail", exc.message, exc.hint, True, data), None
+    version = eng.server_version
+    data["server_version"] = version
+    detail = f"{eng.describe()}, Docker {version}" if version else eng.describe()
+    return Check("engine", "ok", f"{detail}; from {endpoint.source}", "", True, data), eng
+
+
+def check_buildx(settings: Settings, eng: enginemod.Engine | None) -> Check:
+    fix_install = ("install the buildx plugin: docker-buildx in /usr/libexec/docker/cli-plugins/ "
+                   "or ~/.docker/cli-plugins/ (Debian: docker-buildx; macOS: Docker Desktop)")
+    if enginemod.docker_cli() is None:
+        return Check("buildx", "fail", "the docker CLI is not on PATH",
+                     "install the docker CLI (Debian: docker.io; macOS: Docker Desktop)", True)
+    version = enginemod.buildx_version(eng)
+    if version is None:
+        return Check("buildx", "fail", "`docker buildx` is not available", fix_install, True)
+    if eng is None:
+        return Check("buildx", "warn", f"buildx {version}; builder {SKIPPED}", "", True,
+                     {"version": version})
+    try:
+        facts = enginemod.buildx_inspect(eng, settings.builder_name or "")
+    except InfraError as exc:
+        return Check("buildx", "fail", f"buildx {version}; {exc.message}", exc.hint, True,
+                     {"version": version})
+    status = facts.get("status", "")
+    detail = (f"buildx {version}, builder {facts['name']} "
+              f"({facts.get('driver', '?')} driver, {status or 'status unknown'})")
+    data = {"version": version, "builder": facts["name"], "driver": facts.get("driver", ""),
+            "status": status, "platforms": facts.get("platforms", "")}
+    if status and status not in ("running", "inactive"):
+        return Check("buildx", "fail", detail,
+                     f"`docker buildx inspect --bootstrap {facts['name']}` or pick another "
+                     "builder (setting builder_name)", True, data)
+    return Check("buildx", "ok", detail, "", True, data)
+
+
+def check_memory(settings: Settings, eng: enginemod.Engine | None) -> Check:
+    """cpus and memory -> the make jobs lkbuild would use; warn when they will not fit."""
+    if eng is None:
+        return Check("memory", "warn", SKIPPED)
+    cpus, memory = eng.cpus, eng.memory
+    model = jobs_for(cpus, memory)
+    jobs = settings.jobs or model
+    source = settings.source("jobs")
+    how = "from setting jobs" if settings.jobs else "memory-limited" if model < cpus else \
+        "cpu-limited"
+    data = {"cpus": cpus, "memory": memory, "jobs": jobs, "model_jobs": model,
+            "memory_needed": memory_needed(jobs)}
+    detail = f"{cpus} cpus, {gib(memory)} memory -> make -j{jobs} ({how})"
+    where = ("Docker Desktop: Settings > Resources > Memory" if eng.in_vm
+             else "the engine's VM or host")
+    if memory < memory_needed(1):
+        return Check("memory", "warn", f"{detail}; even -j1 needs about {gib(memory_needed(1))}",
+                     f"give the engine more memory ({where})", False, data)
+    if settings.jobs and memory_needed(jobs) > memory:
+        return Check("memory", "warn",
+                     f"{detail}; -j{jobs} needs about {gib(memory_needed(jobs))} "
+                     f"({source})", f"use --jobs {model} or give the engine more memory ({where})",
+                     False, data)
+    return Check("memory", "ok", detail, "", False, data)
+
+
+def _disk_check(name: str, where: str, path: Path | str, min_free_gb: int) -> Check:
+    try:
+        free = free_bytes(path)
+    except InfraError as exc:
+        return Check(name, "warn", exc.message, "", False, {"path": str(path)})
+    need = min_free_gb * GB
+    data = {"path": str(path), "free": free, "needed": need}
+    detail = f"{gb(free)} free in {where} {path} (a kernel build needs {min_free_gb} GB)"
+    if free < need:
+        fix = ("`docker system prune` (unused images and build cache), or move data-root"
+               if name == "disk-engine" else "free space there or set cache_dir elsewhere")
+        return Check(name, "fail", detail, fix, True, data)
+    return Check(name, "ok", detail, "", True, data)
+
+
+def check_engine_disk(settings: Settings, eng: enginemod.Engine | None) -> Check:
+    if eng is None:
+        return Check("disk-engine", "warn", SKIPPED, "", True)
+    if not eng.data_root_visible():
+        fix = ("Docker Desktop: Settings > Resources > Disk image size, and free space on the Mac"
+               if eng.in_vm else "check free space where the engine keeps its data")
+        return Check("disk-engine", "warn",
+                     f"cannot be measured from here: {eng.data_root or 'the data root'} is on "
+                     f"{'the engine VM' if eng.in_vm else 'another machine'}", fix, True,
+                     {"path": eng.data_root})
+    return _disk_check("disk-engine", "the engine's data root", eng.data_root,
+                       settings.min_free_gb)
+
+
+def check_cache_disk(settings: Settings) -> Check:
+    return _disk_check("disk-cache", "the cache dir", settings.cache_dir, settings.min_free_gb)
+
+
+def check_credentials(env: dict[str, str] | None = None) -> Check:
+    """Credential helpers named in the Docker config must run from this shell's PATH."""
+    env = dict(os.environ if env is None else env)
+    config_dir = enginemod.docker_config_dir(env)
+    try:
+        names = credential_helpers(config_dir)
+    except UserError as exc:
+        return Check("credentials", "fail", exc.message, exc.hint, True)
+    if not names:
+        return Check("credentials", "ok", "none configured", "", True, {"helpers": []})
+    helpers = [find_helper(n, env.get("PATH", ""), helper_dirs(config_dir)) for n in names]
+    data = {"helpers": [{"name": h.name, "path": str(h.path) if h.path else None,
+                         "on_path": h.on_path} for h in helpers]}
+    parts = []
+    for h in helpers:
+        if h.on_path:
+            parts.append(f"{h.program} at {h.path}")
+        elif h.path is not None:
+            parts.append(f"{h.program} is not on PATH (found in {h.path.parent}; SSH sessions "
+                         "do not get Docker Desktop's PATH)")
+        else:
+            parts.append(f"{h.program} not found (named in {config_dir / 'config.json'})")
+    missing = [h for h in helpers if not h.on_path]
+    if missing:
+        return Check("credentials", "fail", "; ".join(parts),
+                     "; ".join(dict.fromkeys(h.fix for h in missing)), True, data)
+    return Check("credentials", "ok", "; ".join(parts), "", True, data)
+
+
+QEMU = ("qemu-system-x86_64", "qemu-system-aarch64")
+
+
+def check_qemu(path_env: str | None = None) -> Check:
+    found = {name: shutil.which(name, path=path_env) for name in QEMU}
+    missing = [name for name, where in found.items() if not where]
+    data = {name: where for name, where in found.items()}
+    if missing:
+        fix = ("brew install qemu" if sys.platform == "darwin"
+               else "apt-get install qemu-system-x86 qemu-system-arm")
+        return Check("qemu", "warn", f"{', '.join(missing)} not on PATH (needed by vmtest)",
+                     fix, False, data)
+    return Check("qemu", "ok", ", ".join(f"{n} at {w}" for n, w in found.items()), "", False,
+                 data)
+
+
+def doctor(settings: Settings) -> list[Check]:
+    """Every preflight check, in the order a user would fix them; never raises for a machine
+    problem (only for a user error such as a context that does not exist)."""
+    engine_check, eng = check_engine(settings)
+    checks = [engine_check]
+    later: list[tuple[str, Callable[[], Check]]] = [
+        ("buildx", lambda: check_buildx(settings, eng)),
+        ("memory", lambda: check_memory(settings, eng)),
+        ("disk-engine", lambda: check_engine_disk(settings, eng)),
+        ("disk-cache", lambda: check_cache_disk(settings)),
+        ("credentials", check_credentials),
+        ("qemu", check_qemu),
+    ]
+    for name, run in later:
+        try:
+            checks.append(run())
+        except UserError:
+            raise
+        except LkbuildError as exc:
+            checks.append(Check(name, "fail", exc.message, exc.hint, True))
+    if eng is not None:
+        eng.close()
+    return checks

@@ -1,0 +1,87 @@
+"""`lkbuild doctor` against the real engine on this machine: no mocks."""
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from recipes.resources import jobs_for
+
+pytestmark = pytest.mark.slow
+
+
+def docker(*args: str) -> str:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, check=True,
+                          timeout=60).stdout.strip()
+
+
+def by_name(out: str) -> dict[str, dict[str, Any]]:
+    return {check["name"]: check for check in json.loads(out)}
+
+
+def test_doctor_passes_on_this_machine_and_reports_what_docker_info_says(lk: Callable) -> None:
+    run = lk("doctor", "--json", env={"LKBUILD_MIN_FREE_GB": "1"})
+    assert run.code == 0, run.err
+    checks = by_name(run.out)
+    context = docker("context", "show")
+    engine = checks["engine"]
+    assert engine["status"] == "ok"
+    assert engine["data"]["context"] == context and f"context {context}" in engine["detail"]
+    assert checks["buildx"]["status"] == "ok"
+    assert checks["buildx"]["data"]["builder"]
+    info = json.loads(docker("info", "--format", "{{json .}}"))
+    memory = checks["memory"]["data"]
+    assert (memory["cpus"], memory["memory"]) == (info["NCPU"], info["MemTotal"])
+    assert memory["jobs"] == jobs_for(info["NCPU"], info["MemTotal"])
+    assert checks["disk-cache"]["status"] == "ok"
+    assert checks["disk-engine"]["status"] in ("ok", "warn")
+
+
+def test_an_unreachable_engine_is_one_error_line_and_the_rest_is_skipped(
+        lk: Callable, tmp_path: Path) -> None:
+    host = f"unix://{tmp_path}/no.sock"
+    run = lk("doctor", "--json", env={"DOCKER_HOST": host, "LKBUILD_MIN_FREE_GB": "1"})
+    assert run.code != 0
+    assert "Traceback" not in run.err
+    assert run.err_lines[-1].startswith("lkbuild: error:")
+    assert sum(line.startswith("lkbuild: error:") for line in run.err_lines) == 1
+    checks = by_name(run.out)
+    assert checks["engine"]["status"] == "fail"
+    assert host in checks["engine"]["detail"] and "DOCKER_HOST" in checks["engine"]["fix"]
+    assert checks["memory"]["detail"] == "skipped: engine unreachable"
+    assert checks["disk-engine"]["detail"] == "skipped: engine unreachable"
+
+
+def test_a_context_that_does_not_exist_is_one_line_listing_the_existing_ones(
+        lk: Callable) -> None:
+    run = lk("doctor", "--context", "nosuch")
+    assert run.code == 2
+    assert len(run.err_lines) == 1, run.err
+    line = run.err_lines[0]
+    assert line.startswith("lkbuild: error:") and "nosuch" in line and "default" in line
+
+
+def test_a_credential_helper_off_path_fails_with_the_export_path_fix(
+        lk: Callable, tmp_path: Path) -> None:
+    config = tmp_path / "docker-config"
+    helper_dir = config / "bin"
+    helper_dir.mkdir(parents=True)
+    (config / "config.json").write_text(json.dumps({"credsStore": "desktop"}))
+    helper = helper_dir / "docker-credential-desktop"
+    helper.write_text("#!/bin/sh\nexit 0\n")
+    helper.chmod(helper.stat().st_mode | stat.S_IXUSR)
+    path = os.environ.get("PATH", "")
+    assert str(helper_dir) not in path.split(os.pathsep)
+    run = lk("doctor", "--json",
+             env={"DOCKER_CONFIG": str(config), "PATH": path, "LKBUILD_MIN_FREE_GB": "1"})
+    assert run.code == 3, run.err
+    cred = by_name(run.out)["credentials"]
+    assert (cred["status"], cred["blocker"]) == ("fail", True)
+    assert cred["fix"] == f'export PATH="{helper_dir}:$PATH"'
+    assert "docker-credential-desktop" in cred["detail"]
+    assert run.err_lines[-1] == "lkbuild: error: doctor found blockers: credentials"

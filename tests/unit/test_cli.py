@@ -1,0 +1,49 @@
+"""The task edge: every flag documented, and bad input is one line, a non-zero exit, no change."""
+import inspect
+
+import pytest
+from invoke import Context, Exit
+
+from recipes import cli
+from recipes.errors import UserError
+
+
+def test_every_task_has_a_one_line_help_and_every_flag_is_documented():
+    for name, t in cli.ns.tasks.items():
+        doc = inspect.getdoc(t.body)
+        assert doc and doc.splitlines()[0].endswith("."), name
+        params = [p for p in inspect.signature(t.body).parameters if p != "c"]
+        missing = [p for p in params if p not in t.help]
+        assert not missing, f"{name}: flags without help: {missing}"
+
+
+def test_lkbuild_errors_become_one_line_and_their_exit_code():
+    @cli.edge
+    def boom(c):
+        raise UserError("bad thing\nsecond line", "do this")
+
+    with pytest.raises(Exit) as info:
+        boom(Context())
+    assert info.value.code == 2
+    assert info.value.message == "lkbuild: error: bad thing second line (do this)"
+
+
+def test_unexpected_errors_still_give_one_line_and_no_traceback(capsys):
+    @cli.edge
+    def boom(c):
+        raise RuntimeError("surprise")
+
+    with pytest.raises(Exit) as info:
+        boom(Context())
+    assert info.value.code == 70 and "surprise" in info.value.message
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_ctrl_c_is_exit_130():
+    @cli.edge
+    def boom(c):
+        raise KeyboardInterrupt
+
+    with pytest.raises(Exit) as info:
+        boom(Context())
+    assert info.value.code == 130

@@ -1,0 +1,133 @@
+"""The jobs model, free space and credential helper lookup: pure logic and files."""
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from recipes import resources
+from recipes.errors import UserError
+from recipes.resources import (GiB, MEMORY_PER_JOB, MEMORY_RESERVE, Check, credential_helpers,
+                               find_helper, jobs_for, memory_needed)
+
+
+def test_the_logs_7_75_gib_8_cpu_vm_gets_at_most_3_jobs() -> None:
+    assert 1 <= jobs_for(8, int(7.75 * GiB)) <= 3
+
+
+def test_the_logs_8_jobs_need_more_than_the_vm_had() -> None:
+    assert memory_needed(8) > 7.75 * GiB
+
+
+def test_jobs_never_exceed_cpus() -> None:
+    assert jobs_for(2, 24 * GiB) == 2
+    assert jobs_for(16, 1024 * GiB) == 16
+
+
+def test_jobs_never_drop_below_one() -> None:
+    assert jobs_for(8, 512 * 1024 ** 2) == 1
+    assert jobs_for(8, 0) == 1
+    assert jobs_for(0, 64 * GiB) == 1
+
+
+def test_memory_needed_is_the_inverse_of_jobs_for() -> None:
+    for jobs in range(1, 33):
+        assert jobs_for(64, memory_needed(jobs)) == jobs
+        assert jobs_for(64, memory_needed(jobs) - 1) == max(1, jobs - 1)
+
+
+def test_model_constants_are_positive_and_documented() -> None:
+    assert MEMORY_RESERVE > 0 and MEMORY_PER_JOB > 0
+    assert "7.75" in (resources.__doc__ or "") + open(resources.__file__).read()
+
+
+def test_free_bytes_measures_the_nearest_existing_parent(tmp_path: Path) -> None:
+    missing = tmp_path / "not" / "yet" / "there"
+    assert resources.free_bytes(missing) == resources.free_bytes(tmp_path) > 0
+
+
+def write_config(config: Path, data: dict) -> Path:
+    config.mkdir(parents=True, exist_ok=True)
+    (config / "config.json").write_text(json.dumps(data))
+    return config
+
+
+def test_credential_helpers_come_from_creds_store_and_cred_helpers(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "c", {"credsStore": "desktop", "credHelpers": {
+        "gcr.io": "gcloud", "eu.gcr.io": "gcloud", "x.example": "desktop"}})
+    assert credential_helpers(config) == ["desktop", "gcloud"]
+
+
+def test_no_config_means_no_helpers(tmp_path: Path) -> None:
+    assert credential_helpers(tmp_path / "absent") == []
+    assert credential_helpers(write_config(tmp_path / "c", {"auths": {}})) == []
+
+
+def test_broken_config_json_is_a_user_error(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text("{")
+    with pytest.raises(UserError):
+        credential_helpers(tmp_path)
+
+
+def fake_helper(directory: Path, name: str = "desktop") -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"docker-credential-{name}"
+    path.write_text("#!/bin/sh\nexit 0\n")
+    path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return path
+
+
+def test_helper_on_path_needs_no_fix(tmp_path: Path) -> None:
+    helper = fake_helper(tmp_path / "bin")
+    found = find_helper("desktop", str(tmp_path / "bin"), [])
+    assert found.on_path and found.path == helper and found.fix == ""
+
+
+def test_helper_only_in_a_known_dir_gets_the_export_path_fix(tmp_path: Path) -> None:
+    """The log's SSH failure: the helper is installed but the session's PATH lacks its dir."""
+    app_bin = tmp_path / "Docker.app" / "Contents" / "Resources" / "bin"
+    fake_helper(app_bin)
+    found = find_helper("desktop", os.pathsep.join([str(tmp_path / "empty"), "/nonexistent"]),
+                        [tmp_path / "elsewhere", app_bin])
+    assert not found.on_path and found.path == app_bin / "docker-credential-desktop"
+    assert found.fix == f'export PATH="{app_bin}:$PATH"'
+
+
+def test_a_non_executable_file_is_not_a_helper(tmp_path: Path) -> None:
+    (tmp_path / "docker-credential-desktop").write_text("")
+    assert find_helper("desktop", "", [tmp_path]).path is None
+
+
+def test_helper_found_nowhere_says_which_and_how(tmp_path: Path) -> None:
+    found = find_helper("desktop", str(tmp_path), [tmp_path])
+    assert found.path is None
+    assert "docker-credential-desktop" in found.fix and "credsStore" in found.fix
+
+
+def test_credentials_check_fails_with_the_fix(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    config = write_config(tmp_path / "c", {"credsStore": "desktop"})
+    fake_helper(config / "bin")
+    check = resources.check_credentials({"DOCKER_CONFIG": str(config), "PATH": "/nonexistent"})
+    assert (check.status, check.blocker) == ("fail", True)
+    assert check.fix == f'export PATH="{config / "bin"}:$PATH"'
+
+
+def test_credentials_check_is_ok_when_none_are_configured(tmp_path: Path) -> None:
+    check = resources.check_credentials({"DOCKER_CONFIG": str(tmp_path), "PATH": ""})
+    assert (check.status, check.detail) == ("ok", "none configured")
+
+
+def test_check_as_json_has_the_documented_fields() -> None:
+    data = Check("engine", "ok", "context default", "", True).as_json()
+    assert {"name", "status", "detail", "fix", "blocker"} <= set(data)
+    json.dumps(data)
+
+
+def test_qemu_check_warns_with_an_install_command(tmp_path: Path) -> None:
+    check = resources.check_qemu(str(tmp_path))
+    assert check.status == "warn" and not check.blocker
+    assert "qemu" in check.fix and "qemu-system-aarch64" in check.detail
