@@ -11,10 +11,12 @@ import functools
 import os
 import sys
 import traceback
+from pathlib import Path
 from typing import Any, Callable
 
 from invoke import Collection, Context, Exit, Program, task
 
+from . import arch as archmod
 from . import series as seriesmod
 from . import ui
 from .errors import LkbuildError
@@ -154,6 +156,91 @@ def bootstrap_image(c: Context, name: str = "", mirror: str = "", suite: str = "
     ui.result(buildimage.bootstrap(s, force=force))
 
 
+BUILD_HELP = {
+    "version": "full kernel version; any version of an existing series, e.g. 6.12.117",
+    "arch": "target arch (arm64, aarch64, amd64, x86_64); repeatable; default: this machine's",
+    "kernel_dir": KERNEL_DIR_HELP,
+    "source": "a local kernel tarball or a URL instead of the mirror (verified either way)",
+    "build_image": "image to compile in (default: setting build_image, then the series' "
+                   "BUILD_IMAGE)",
+    "config": "a full config file that replaces the series config",
+    "fragment": "a config fragment merged on top; repeatable, merged in order",
+    "variant": "a variant of the series, e.g. rt for 6.12.x-rt",
+    "jobs": "make jobs (default: what the builder's cpus and memory allow)",
+    "builders": "PLATFORM=CONTEXT to build that platform on another engine; repeatable; "
+                "{arch} is replaced",
+    "native": "compile in a target-arch container (emulated on a foreign host) instead of "
+              "cross-compiling",
+    "force": "rebuild even when the image for this hash exists",
+    "json": "print JSON (refs, image id, release, hash, seconds, jobs) instead of references",
+}
+BUILD_ITERABLE = ["arch", "fragment", "builders"]
+
+
+def _build(kind: str, version: str, arch: list[str], kernel_dir: str, source: str,
+           build_image: str, config: str, fragment: list[str], variant: str, jobs: int,
+           builders: list[str], native: bool, force: bool, json: bool) -> None:
+    from . import kernel
+
+    seriesmod.parse_version(version)
+    arches = [archmod.resolve(a) for a in (arch or [archmod.host().name])]
+    s = settings(kernel_dir=kernel_dir, builders=builders)
+    results = []
+    for a in arches:
+        kinds = [False, True] if kind == "both" else [kind == "debug"]
+        for debug in kinds:
+            request = kernel.Request(
+                version=version, arch=a, debug=debug, variant=variant,
+                config=Path(config) if config else None,
+                fragments=tuple(Path(f) for f in fragment), jobs=jobs, force=force,
+                source=source or None, build_image=build_image, native=native,
+                builders=list(builders), builder_image=(kind != "debug" and not debug
+                                                        and kind in ("build", "both")))
+            result = kernel.build(s, request)
+            results.append(result)
+            if not json:
+                for r in result.refs:
+                    ui.result(r)
+    if json:
+        ui.emit_json([r.as_json() for r in results])
+
+
+@task(help=BUILD_HELP, iterable=BUILD_ITERABLE)
+@edge
+def buildplainkernel(c: Context, version: str = "", arch: list[str] | None = None,
+                     kernel_dir: str = "", source: str = "", build_image: str = "",
+                     config: str = "", fragment: list[str] | None = None, variant: str = "",
+                     jobs: int = 0, builders: list[str] | None = None, native: bool = False,
+                     force: bool = False, json: bool = False) -> None:
+    """Build the kernel image of a version for each arch; print its references."""
+    _build("plain", version, arch or [], kernel_dir, source, build_image, config,
+           fragment or [], variant, jobs, builders or [], native, force, json)
+
+
+@task(help=BUILD_HELP, iterable=BUILD_ITERABLE)
+@edge
+def builddebugkernel(c: Context, version: str = "", arch: list[str] | None = None,
+                     kernel_dir: str = "", source: str = "", build_image: str = "",
+                     config: str = "", fragment: list[str] | None = None, variant: str = "",
+                     jobs: int = 0, builders: list[str] | None = None, native: bool = False,
+                     force: bool = False, json: bool = False) -> None:
+    """Build the debug kernel (-dbg release, debug fragment, vmlinux); print its references."""
+    _build("debug", version, arch or [], kernel_dir, source, build_image, config,
+           fragment or [], variant, jobs, builders or [], native, force, json)
+
+
+@task(help={**BUILD_HELP, "debug": "also build the debug kernel"}, iterable=BUILD_ITERABLE)
+@edge
+def build(c: Context, version: str = "", arch: list[str] | None = None, kernel_dir: str = "",
+          source: str = "", build_image: str = "", config: str = "",
+          fragment: list[str] | None = None, variant: str = "", jobs: int = 0,
+          builders: list[str] | None = None, native: bool = False, force: bool = False,
+          debug: bool = False, json: bool = False) -> None:
+    """Build the kernel and its -builder image (and the debug kernel with --debug)."""
+    _build("both" if debug else "build", version, arch or [], kernel_dir, source, build_image,
+           config, fragment or [], variant, jobs, builders or [], native, force, json)
+
+
 @task(help={"quick": "run only the fast unit tests",
             "k": "only tests matching this pytest -k expression"})
 @edge
@@ -169,7 +256,8 @@ def test(c: Context, quick: bool = False, k: str = "") -> None:
         raise Exit(code=code)
 
 
-ns = Collection(config, list_, add_kernel, fetch, doctor, bootstrap_image, test)
+ns = Collection(config, list_, add_kernel, fetch, doctor, bootstrap_image, buildplainkernel,
+                builddebugkernel, build, test)
 ns.configure({"run": {"echo": False}})
 
 

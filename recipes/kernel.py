@@ -1,14 +1,38 @@
-"""Kernel images: names and tags (DESIGN.md section 3).
+"""Kernel images: names and tags, and the build (config check, compile, package, builder).
 
-Tags carry the version, the content hash and the arch, so an unchanged build is found by name
-and any change of input gives a new tag instead of overwriting an old one.
+Tags carry the version, the content hash and the arch (DESIGN.md section 3), so an unchanged
+build is found by name and skipped, and any change of input gives a new tag. A build runs in
+three BuildKit steps against one staged context: the config (checked for finality before
+anything compiles), the compile (whose facts become labels), and the image itself.
 """
 from __future__ import annotations
 
-from .arch import Arch
-from .settings import Settings
+import contextlib
+import fcntl
+import hashlib
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Iterator
+
+from . import buildx, kconfig, resources, sources, ui
+from .arch import Arch, resolve
+from .diagnose import diagnose_file
+from .engine import Engine
+from .errors import BuildError, InfraError, UserError
+from .series import BuildInputs, KernelTree, parse_version
+from .settings import ROOT, Settings
 
 IMAGE = "kernel"
+RECIPE_DIR = ROOT / "kernel"
+"""lkbuild's own Dockerfile and scripts: used whatever tree the series data comes from."""
+LABEL = "org.lkbuild.kernel"
+DEBUG_LOCALVERSION = "-dbg"
+GB = 1000 ** 3
 
 
 def repository(settings: Settings, image: str = IMAGE) -> str:
@@ -19,19 +43,400 @@ def repository(settings: Settings, image: str = IMAGE) -> str:
 
 def tag(version: str, digest: str | None, arch: Arch | None, debug: bool = False,
         builder: bool = False) -> str:
-    """`<v>[-dbg][-<hash>][-<arch>][-builder]`, the linuxkit tag scheme plus the debug marker."""
+    """`<v>[-dbg][-builder][-<hash>][-<arch>]`: linuxkit's scheme with the kind after the version."""
     parts = [version]
     if debug:
         parts.append("dbg")
+    if builder:
+        parts.append("builder")
     if digest:
         parts.append(digest)
     if arch is not None:
         parts.append(arch.name)
-    if builder:
-        parts.append("builder")
     return "-".join(parts)
 
 
 def ref(settings: Settings, version: str, digest: str | None, arch: Arch | None,
         debug: bool = False, builder: bool = False) -> str:
     return f"{repository(settings)}:{tag(version, digest, arch, debug, builder)}"
+
+
+@dataclass
+class Request:
+    """What the user asked to build."""
+
+    version: str
+    arch: Arch
+    debug: bool = False
+    variant: str = ""
+    config: Path | None = None
+    fragments: tuple[Path, ...] = ()
+    jobs: int = 0
+    force: bool = False
+    source: str | None = None
+    build_image: str = ""
+    native: bool = False
+    builders: list[str] = field(default_factory=list)
+    builder_image: bool = False  # also make the -builder image
+
+
+@dataclass
+class Plan:
+    """A request resolved against the tree and the source: everything but the engine."""
+
+    request: Request
+    tree: KernelTree
+    inputs: BuildInputs
+    source: sources.SourceTarball
+    build_image: str
+    digest: str
+    refs: list[str]
+    builder_refs: list[str]
+
+    @property
+    def arch(self) -> Arch:
+        return self.request.arch
+
+    @property
+    def cache_key(self) -> str:
+        r = self.request
+        parts = [r.version, r.arch.name] + ([r.variant] if r.variant else []) \
+            + (["dbg"] if r.debug else []) + (["native"] if r.native else [])
+        return "-".join(parts)
+
+    def source_key(self) -> str:
+        h = hashlib.sha256(self.source.sha256.encode())
+        for patch in self.inputs.series.patches(self.request.variant):
+            h.update(patch.name.encode() + b"\0" + patch.read_bytes())
+        return h.hexdigest()[:16]
+
+
+@dataclass
+class Result:
+    refs: list[str]
+    image_id: str
+    release: str
+    vermagic: str
+    digest: str
+    arch: str
+    version: str
+    seconds: float
+    jobs: int
+    skipped: bool
+    log: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        return {"refs": self.refs, "image_id": self.image_id, "release": self.release,
+                "vermagic": self.vermagic, "hash": self.digest, "arch": self.arch,
+                "version": self.version, "seconds": round(self.seconds, 2), "jobs": self.jobs,
+                "skipped": self.skipped, "log": self.log}
+
+
+def _check_file(path: Path, what: str) -> Path:
+    path = Path(path).expanduser().resolve()
+    if not path.is_file():
+        raise UserError(f"{what} {path} does not exist")
+    try:
+        path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"cannot read {what} {path}: {exc.strerror}") from None
+    return path
+
+
+def debug_fragment(tree: KernelTree) -> Path:
+    """The tree's own debug fragment (linuxkit's config-dbg), else lkbuild's."""
+    own = tree.path / "config-dbg"
+    return own if own.is_file() else RECIPE_DIR / "config-dbg"
+
+
+def plan(settings: Settings, request: Request) -> Plan:
+    """Resolve series, config, fragments and the verified source; compute the tags."""
+    parse_version(request.version)
+    tree = KernelTree(settings.kernel_dir)
+    series = tree.for_version(request.version)
+    if series.deprecated:
+        ui.warn(f"series {series.name} is marked deprecated")
+    series.dirs(request.variant)
+    config = _check_file(request.config, "config file") if request.config else None
+    if config is None:
+        series.config(request.arch)
+    fragments = tuple(_check_file(f, "fragment") for f in request.fragments)
+    if request.debug:
+        fragments = (debug_fragment(tree),) + fragments
+    source = sources.fetch(settings, request.version, request.source)
+    build_image = request.build_image or settings.build_image \
+        or series.build_args.get("BUILD_IMAGE", "")
+    if not build_image:
+        raise UserError(f"no build image for {series.name}",
+                        "set BUILD_IMAGE in its build-args, or pass --build-image")
+    extra = {"BUILD_IMAGE": build_image}
+    inputs = BuildInputs(tree, series, request.version, request.arch, variant=request.variant,
+                         debug=request.debug, config=config, fragments=fragments,
+                         extra_args=extra, source_sha256=source.sha256,
+                         recipe_dir=RECIPE_DIR)
+    digest = inputs.digest()
+    v, a, d = request.version, request.arch, request.debug
+    refs = [ref(settings, v, digest, a, d), ref(settings, v, None, a, d)]
+    builder_refs = [ref(settings, v, digest, a, d, builder=True),
+                    ref(settings, v, None, a, d, builder=True)]
+    return Plan(request, tree, inputs, source, build_image, digest, refs, builder_refs)
+
+
+def choose_jobs(engine: Engine, requested: int) -> int:
+    """Make jobs: the request, else what the engine's cpus and memory allow; refuse too many."""
+    memory = engine.memory
+    if requested:
+        need = resources.memory_needed(requested)
+        if memory and need > memory:
+            fits = resources.jobs_for(max(engine.cpus, requested), memory)
+            raise UserError(
+                f"-j{requested} needs about {need / 2**30:.1f} GiB but the engine on "
+                f"{engine.describe()} has {memory / 2**30:.1f} GiB",
+                f"use --jobs {fits} or give the engine more memory")
+        return requested
+    return resources.jobs_for(engine.cpus or 1, memory or resources.memory_needed(1))
+
+
+def check_disk(settings: Settings, engine: Engine) -> None:
+    """Refuse before starting when the engine's disk or the cache cannot hold a build."""
+    need = settings.min_free_gb * GB
+    places = [("the cache dir", Path(settings.cache_dir))]
+    if engine.data_root_visible():
+        places.append(("the engine's data root", Path(engine.data_root)))
+    for what, path in places:
+        free = resources.free_bytes(path)
+        if free < need:
+            raise InfraError(
+                f"only {free / GB:.1f} GB free in {what} {path}; a kernel build needs "
+                f"{settings.min_free_gb} GB",
+                "free disk space (docker system prune), or lower LKBUILD_MIN_FREE_GB for a "
+                "small config")
+
+
+def ensure_build_image(engine: Engine, image: str) -> None:
+    """The build image must exist on the builder's engine, or be pullable there."""
+    if engine.image_exists(image):
+        return
+    ui.info(f"pulling build image {image}")
+    try:
+        engine.client.images.pull(image)
+    except Exception as exc:  # the SDK raises several unrelated types for a failed pull
+        reason = " ".join(str(getattr(exc, "explanation", None) or exc).split())[:200]
+        raise UserError(
+            f"build image {image} is not on {engine.describe()} and cannot be pulled: {reason}",
+            "make the offline one with `inv bootstrap-image` and pass --build-image "
+            "lkbuild/build:bookworm (or set LKBUILD_BUILD_IMAGE)") from None
+
+
+@contextlib.contextmanager
+def _locked(path: Path, what: str) -> Iterator[None]:
+    """One build per staged context at a time; a second one waits and says so."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            ui.info(f"waiting for another build of {what} to finish")
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
+def _put(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write only when different, so BuildKit's context sync and layer cache see no change."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_file() and path.read_bytes() == data and (path.stat().st_mode & 0o777) == mode:
+        return
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def _sync_dir(target: Path, files: dict[str, tuple[bytes, int]]) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    for child in target.iterdir():
+        if child.name not in files:
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+    for name, (data, mode) in files.items():
+        _put(target / name, data, mode)
+
+
+def _link_source(target_dir: Path, tarball: Path) -> None:
+    """Hard-link the verified tarball into the context (a copy only across filesystems)."""
+    target_dir.mkdir(parents=True, exist_ok=True)
+    dest = target_dir / tarball.name
+    for child in target_dir.iterdir():
+        if child != dest:
+            child.unlink()
+    if dest.exists() and os.path.samestat(dest.stat(), tarball.stat()):
+        return
+    tmp = target_dir / f".{tarball.name}.tmp"
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    try:
+        os.link(tarball, tmp)
+    except OSError:
+        shutil.copy2(tarball, tmp)
+    os.replace(tmp, dest)
+
+
+def stage(p: Plan, ctx: Path) -> None:
+    """The build context: Dockerfile, scripts, source, patches in order, config, fragments."""
+    _put(ctx / "Dockerfile", (RECIPE_DIR / "Dockerfile").read_bytes())
+    _sync_dir(ctx / "scripts", {f.name: (f.read_bytes(), 0o755)
+                                for f in sorted((RECIPE_DIR / "scripts").glob("*.sh"))})
+    _link_source(ctx / "source", p.source.path)
+    patches = p.inputs.series.patches(p.request.variant)
+    _sync_dir(ctx / "patches", {f"{i:04d}-{f.name}": (f.read_bytes(), 0o644)
+                                for i, f in enumerate(patches, 1)})
+    base = p.inputs.config or p.inputs.series.config(p.arch)
+    config = base.read_bytes()
+    for d in p.inputs.series.dirs(p.request.variant)[1:]:
+        extra = d / f"config-{p.arch.uname}"
+        if extra.is_file():
+            config += b"\n" + extra.read_bytes()
+    _sync_dir(ctx / "config", {"config": (config, 0o644)})
+    _sync_dir(ctx / "config" / "fragments",
+              {f"{i:02d}-{f.name}": (f.read_bytes(), 0o644)
+               for i, f in enumerate(p.inputs.fragments, 1)})
+
+
+def build_args(p: Plan, engine: Engine, jobs: int) -> dict[str, str]:
+    arch = p.arch
+    build_arch = resolve(str(engine.info().get("Architecture") or "x86_64"))
+    native = p.request.native or build_arch.name == arch.name
+    args = dict(p.inputs.build_args())
+    args.update({
+        "BUILD_IMAGE": p.build_image,
+        "TOOLCHAIN": "native" if p.request.native else "cross",
+        "KARCH": arch.kernel_arch,
+        "SRCARCH": arch.kernel_srcarch,
+        "CROSS_COMPILE": "" if native else arch.cross_compile,
+        "KIMAGE": arch.image_file,
+        "MAKE_JOBS": str(jobs),
+        "CACHE_KEY": p.cache_key,
+        "SOURCE_KEY": p.source_key(),
+        "SOURCE_SHA256": p.source.sha256,
+        "LOCALVERSION": DEBUG_LOCALVERSION if p.request.debug else "",
+        "DEBUG": "1" if p.request.debug else "0",
+    })
+    return args
+
+
+def log_path(settings: Settings, p: Plan) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    kind = "kernel-dbg" if p.request.debug else "kernel"
+    return Path(settings.cache_dir) / "logs" / f"{kind}-{p.request.version}-{p.arch.name}-{stamp}.log"
+
+
+def _run(p: Plan, engine: Engine, b: buildx.Build, log: Path, what: str) -> None:
+    argv = buildx.command(b, engine.cli_args())
+    code = buildx.run(argv, engine.cli_env(), log)
+    if code == 0:
+        return
+    found = diagnose_file(log)
+    if found is not None:
+        raise BuildError(f"{what} failed: {found.cause}", f"{found.fix}; log: {log}")
+    raise BuildError(f"{what} failed (buildx exit {code})", f"see the log: {log}")
+
+
+def check_config(p: Plan, out: Path) -> None:
+    """Stop before compiling when the config is not final or a fragment did not stick."""
+    requested = kconfig.parse((out / "requested").read_text())
+    base = kconfig.parse((out / "base").read_text())
+    final = kconfig.parse((out / "config").read_text())
+    toolchain = frozenset((out / "toolchain-symbols").read_text().split()) \
+        if (out / "toolchain-symbols").is_file() else frozenset()
+    user, tool = kconfig.finality(requested, base, toolchain)
+    v, a = p.request.version, p.arch.name
+    if user:
+        where = f"--config {p.inputs.config}" if p.inputs.config else \
+            f"{p.inputs.series.name}/config-{p.arch.uname}"
+        save = f"--config {p.inputs.config} --save" if p.inputs.config else "--save"
+        raise UserError(
+            f"config {where} is not final ({len(user)} symbols change): {kconfig.summary(user)}",
+            f"run `inv kconfig --version {v} --arch {a} --olddefconfig {save}` and review the "
+            "changes")
+    if tool:
+        ui.warn(f"{len(tool)} toolchain symbols differ from the config (another compiler made "
+                f"it): {kconfig.summary(tool, 3)}")
+    fragments = [kconfig.parse(f.read_text()) for f in sorted((out / "fragments").iterdir())] \
+        if (out / "fragments").is_dir() else []
+    missed = kconfig.unmet(fragments, final)
+    if missed:
+        raise UserError(
+            f"fragment settings did not stick ({len(missed)}): {kconfig.summary(missed)}",
+            "a dependency of each is not enabled: add it to the fragment")
+
+
+def build(settings: Settings, request: Request) -> Result:
+    """Build one kernel image (and its -builder image when asked); skip it when it exists."""
+    started = time.monotonic()
+    p = plan(settings, request)
+    engine = buildx.engine_for(settings, request.arch, request.builders)
+    wanted = p.refs + (p.builder_refs if request.builder_image else [])
+    existing = engine.image(p.refs[0])
+    if existing and not request.force and all(engine.image_exists(r) for r in wanted):
+        labels = (existing.get("Config") or {}).get("Labels") or {}
+        ui.info(f"{p.refs[0]} is up to date (hash {p.digest}); --force rebuilds it")
+        return Result(wanted, existing["Id"], labels.get(f"{LABEL}.release", ""),
+                      labels.get(f"{LABEL}.vermagic", ""), p.digest, p.arch.name,
+                      request.version, time.monotonic() - started, 0, True)
+    jobs = choose_jobs(engine, request.jobs or settings.jobs)
+    check_disk(settings, engine)
+    ensure_build_image(engine, p.build_image)
+    if request.native and resolve(str(engine.info().get("Architecture"))).name != p.arch.name:
+        ui.warn(f"--native builds {p.arch.name} under emulation on {engine.describe()}: "
+                "expect it to be many times slower than a cross build")
+    log = log_path(settings, p)
+    ctx = Path(settings.cache_dir) / "context" / p.cache_key
+    ui.info(f"building {p.refs[0]} on {engine.describe()} with make -j{jobs}; log: {log}")
+    with _locked(ctx.with_suffix(".lock"), f"{request.version} {p.arch.name}"):
+        stage(p, ctx)
+        args = build_args(p, engine, jobs)
+        base: dict[str, Any] = dict(context=ctx, platform=p.arch.platform, args=args,
+                                    builder=settings.builder_name)
+        with tempfile.TemporaryDirectory(prefix="lkbuild-") as tmp:
+            out = Path(tmp) / "config"
+            _run(p, engine, buildx.Build(target="config", local_output=out, **base), log,
+                 "configuring the kernel")
+            check_config(p, out)
+            facts_dir = Path(tmp) / "facts"
+            _run(p, engine, buildx.Build(target="facts", local_output=facts_dir,
+                                         no_cache=request.force, **base), log,
+                 "compiling the kernel")
+            facts = {f.name: f.read_text().strip() for f in facts_dir.iterdir()}
+        labels = {
+            f"{LABEL}.release": facts.get("release", ""),
+            f"{LABEL}.vermagic": facts.get("vermagic", ""),
+            f"{LABEL}.config.sha256": facts.get("config-sha256", ""),
+            f"{LABEL}.source.sha256": p.source.sha256,
+            f"{LABEL}.compiler": facts.get("compiler", ""),
+            f"{LABEL}.build-image": p.build_image,
+            f"{LABEL}.hash": p.digest,
+            f"{LABEL}.version": request.version,
+            f"{LABEL}.arch": p.arch.name,
+        }
+        _run(p, engine, buildx.Build(target="kernel", labels=labels, tags=p.refs, **base), log,
+             "packaging the kernel image")
+        if request.builder_image:
+            _run(p, engine, buildx.Build(target="builder", labels=labels,
+                                         tags=p.builder_refs, **base), log,
+                 "making the builder image")
+    image = engine.image(p.refs[0])
+    if image is None:
+        raise BuildError(f"the build finished but {p.refs[0]} is not in the engine",
+                         f"see the log: {log}")
+    return Result(wanted, image["Id"], facts.get("release", ""), facts.get("vermagic", ""),
+                  p.digest, p.arch.name, request.version, time.monotonic() - started, jobs,
+                  False, str(log))
+
+
+def resolve_image(settings: Settings, kernel: str, arch: Arch, debug: bool = False) -> str:
+    """A version names the image its build would make (which must exist); else it is a ref."""
+    try:
+        parse_version(kernel)
+    except UserError:
+        return kernel
+    p = plan(settings, Request(version=kernel, arch=arch, debug=debug))
+    return p.refs[0]

@@ -216,6 +216,7 @@ class BuildInputs:
     fragments: tuple[Path, ...] = ()
     extra_args: Mapping[str, str] = field(default_factory=dict)
     source_sha256: str = ""
+    recipe_dir: Path | None = None  # lkbuild's own Dockerfile and scripts, when they build it
 
     def build_args(self) -> dict[str, str]:
         """Series build-args, then the variant's, the debug args, flags; version last."""
@@ -255,6 +256,16 @@ class BuildInputs:
             mode = "x" if path.stat().st_mode & stat.S_IXUSR else "-"
             entries.append(f"file {rel} {mode} {_file_digest(path)}")
         lines.extend(sorted(entries))
+        if self.recipe_dir is not None:
+            recipe = []
+            for path in sorted(self.recipe_dir.rglob("*")):
+                rel = path.relative_to(self.recipe_dir)
+                if not path.is_file() or SERIES_RE.fullmatch(rel.parts[0]) \
+                        or NOT_INPUTS.fullmatch(rel.parts[0]) or rel.parts[0].startswith("."):
+                    continue
+                mode = "x" if path.stat().st_mode & stat.S_IXUSR else "-"
+                recipe.append(f"recipe {rel.as_posix()} {mode} {_file_digest(path)}")
+            lines.extend(recipe)
         if self.config is not None:
             lines.append(f"config {_file_digest(self.config)}")
         for index, frag in enumerate(self.fragments):

@@ -47,9 +47,10 @@ tar --numeric-owner -C "$hdr" -cf "$img/kernel-headers.tar" usr
 
 # /kernel-dev.tar: one flat tree to build modules against (make -C DIR M=...): the source's
 # Makefiles, Kconfig, include/ and scripts/, with the build's generated files and host tools.
-dev=/tmp/lkbuild-dev
+dev="$out/dev"
 devsrc="usr/src/linux-headers-$release"
 rm -rf "$dev"; mkdir -p "$dev/$devsrc"
+ln -s "linux-headers-$release" "$dev/usr/src/kernel"
 find . -path ./Documentation -prune -o -path ./tools -prune -o \
   \( -name 'Makefile*' -o -name 'Kconfig*' -o -name 'Kbuild*' -o -name '*.lds' \) -type f -print \
   | cpio -pdm --quiet "$dev/$devsrc"
@@ -65,7 +66,7 @@ for f in tools/objtool/objtool tools/bpf/resolve_btfids/resolve_btfids; do
   [ -x "$f" ] && { mkdir -p "$dev/$devsrc/$(dirname "$f")"; cp -a "$f" "$dev/$devsrc/$f"; }
 done
 find "$dev/$devsrc" \( -name '*.o' -o -name '*.cmd' -o -name '.*.d' \) -type f -delete
-tar --numeric-owner -C "$dev" -cf "$img/kernel-dev.tar" usr
+tar --numeric-owner -C "$dev" -cf "$img/kernel-dev.tar" "$devsrc"
 
 # Facts: what modules must match.
 vermagic=""

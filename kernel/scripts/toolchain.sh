@@ -8,7 +8,7 @@ if command -v apk >/dev/null 2>&1; then
     openssl-dev patch perl python3 rsync sed tar util-linux xz zstd zlib-dev
 fi
 missing=""
-for tool in make gcc bc bison flex perl patch tar xz cpio depmod flock strings; do
+for tool in make gcc "${CROSS_COMPILE:-}gcc" bc bison flex perl patch tar xz cpio depmod flock strings; do
   command -v "$tool" >/dev/null 2>&1 || missing="$missing $tool"
 done
 if [ -n "$missing" ]; then
