@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import sys
 import traceback
 from pathlib import Path
@@ -19,7 +20,7 @@ from invoke import Collection, Context, Exit, Program, task
 from . import arch as archmod
 from . import series as seriesmod
 from . import ui
-from .errors import LkbuildError
+from .errors import LkbuildError, UserError
 from .settings import ROOT, Settings
 
 KERNEL_DIR_HELP = "kernel tree in linuxkit's layout (default: setting kernel_dir)"
@@ -51,6 +52,19 @@ def edge(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def settings(**flags: Any) -> Settings:
     return Settings(flags=flags)
+
+
+def version_of(version: str, source: str, s: Settings) -> str:
+    """The --version, or, when only a local --source is given, the version inside it."""
+    from . import sources
+
+    if not version and source and not sources.is_url(source):
+        version = sources.tarball_version(sources.local_path(source), s.cache_dir)
+    if not version:
+        raise UserError("--version is required", "e.g. --version 6.12.54, or give a local "
+                        "--source tarball to take the version from")
+    seriesmod.parse_version(version)
+    return version
 
 
 @task(help={"json": JSON_HELP})
@@ -112,9 +126,7 @@ def fetch(c: Context, version: str = "", source: str = "", keyring: str = "",
     from . import sources
 
     s = settings(keyring=keyring)
-    if not version and source and not sources.is_url(source):
-        version = sources.tarball_version(sources.local_path(source), s.cache_dir)
-    seriesmod.parse_version(version)
+    version = version_of(version, source, s)
     src = sources.fetch(s, version, source or None)
     if json:
         ui.emit_json(src.as_json())
@@ -157,7 +169,8 @@ def bootstrap_image(c: Context, name: str = "", mirror: str = "", suite: str = "
 
 
 BUILD_HELP = {
-    "version": "full kernel version; any version of an existing series, e.g. 6.12.117",
+    "version": "full kernel version; any version of an existing series, e.g. 6.12.117 "
+               "(default: the version inside a local --source)",
     "arch": "target arch (arm64, aarch64, amd64, x86_64); repeatable; default: this machine's",
     "kernel_dir": KERNEL_DIR_HELP,
     "source": "a local kernel tarball or a URL instead of the mirror (verified either way)",
@@ -175,6 +188,7 @@ BUILD_HELP = {
     "json": "print JSON (refs, image id, release, hash, seconds, jobs) instead of references",
 }
 BUILD_ITERABLE = ["arch", "fragment", "builders"]
+BASE_CONFIG_RE = re.compile(r"[a-z0-9_]*config")
 
 
 def _build(kind: str, version: str, arch: list[str], kernel_dir: str, source: str,
@@ -182,9 +196,9 @@ def _build(kind: str, version: str, arch: list[str], kernel_dir: str, source: st
            builders: list[str], native: bool, force: bool, json: bool) -> None:
     from . import kernel
 
-    seriesmod.parse_version(version)
-    arches = [archmod.resolve(a) for a in (arch or [archmod.host().name])]
     s = settings(kernel_dir=kernel_dir, builders=builders)
+    version = version_of(version, source, s)
+    arches = [archmod.resolve(a) for a in (arch or [archmod.host().name])]
     results = []
     for a in arches:
         kinds = [False, True] if kind == "both" else [kind == "debug"]
@@ -241,6 +255,116 @@ def build(c: Context, version: str = "", arch: list[str] | None = None, kernel_d
            config, fragment or [], variant, jobs, builders or [], native, force, json)
 
 
+@task(help={
+    "version": BUILD_HELP["version"], "arch": "target arch (default: this machine's)",
+    "kernel_dir": KERNEL_DIR_HELP, "source": BUILD_HELP["source"],
+    "build_image": BUILD_HELP["build_image"],
+    "config": "work on this config file instead of the series config",
+    "fragment": "merge this fragment; repeatable, merged in order",
+    "variant": BUILD_HELP["variant"], "builders": BUILD_HELP["builders"],
+    "base": "start from the kernel's own config target instead of a file "
+            "(defconfig, tinyconfig, allnoconfig, ...)",
+    "olddefconfig": "run olddefconfig (always done; kept for the linuxkit workflow)",
+    "menuconfig": "run menuconfig interactively in the kconfig image",
+    "save": "write the result back (atomically) to the series config, --config or --output",
+    "output": "with --save: write to this file instead",
+    "json": "print JSON (changed symbols, saved path)",
+}, iterable=["fragment", "builders"])
+@edge
+def kconfig(c: Context, version: str = "", arch: str = "", kernel_dir: str = "",
+            source: str = "", build_image: str = "", config: str = "",
+            fragment: list[str] | None = None, variant: str = "",
+            builders: list[str] | None = None, base: str = "", olddefconfig: bool = False,
+            menuconfig: bool = False, save: bool = False, output: str = "",
+            json: bool = False) -> None:
+    """Config work for a series: olddefconfig, fragments, base configs, menuconfig, --save."""
+    from . import kernel
+
+    if base and not BASE_CONFIG_RE.fullmatch(base):
+        raise UserError(f"unknown base config {base!r}",
+                        "use a kernel config target such as defconfig or tinyconfig")
+    if output and not save:
+        raise UserError("--output needs --save", "add --save to write the result")
+    s = settings(kernel_dir=kernel_dir, builders=builders or [])
+    version = version_of(version, source, s)
+    a = archmod.resolve(arch) if arch else archmod.host()
+    request = kernel.Request(version=version, arch=a, variant=variant,
+                             config=Path(config) if config else None,
+                             fragments=tuple(Path(f) for f in fragment or []),
+                             source=source or None, build_image=build_image,
+                             builders=list(builders or []))
+    result = kernel.kconfig_run(s, request, base=base, save=save,
+                                output=Path(output) if output else None, menuconfig=menuconfig)
+    if json:
+        ui.emit_json(result.as_json())
+        return
+    for change in result.changed:
+        ui.info(f"  {change}")
+    ui.info(f"{len(result.changed)} symbols differ from the input config")
+    if result.saved:
+        ui.result(str(result.saved))
+
+
+@task(help={
+    "kernel": "a kernel version (the image lkbuild built for it with the same flags), an "
+              "image reference, or a directory in the kernel image layout (default: the "
+              "version of a local --source)",
+    "arch": "arch of the kernel (default: this machine's)",
+    "timeout": "seconds before the VM is stopped and the test fails",
+    "kernel_dir": KERNEL_DIR_HELP, "source": BUILD_HELP["source"],
+    "build_image": BUILD_HELP["build_image"], "config": BUILD_HELP["config"],
+    "fragment": BUILD_HELP["fragment"], "variant": BUILD_HELP["variant"],
+    "debug": "the debug kernel of that version",
+    "json": "print JSON (passed, verdict, log, seconds, release)",
+}, iterable=["fragment"])
+@edge
+def vmtest(c: Context, kernel: str = "", arch: str = "", timeout: int = 120,
+           kernel_dir: str = "", source: str = "", build_image: str = "", config: str = "",
+           fragment: list[str] | None = None, variant: str = "", debug: bool = False,
+           json: bool = False) -> None:
+    """Boot a kernel in qemu with a busybox initramfs; pass when init runs and the VM ends."""
+    from . import kernel as kernelmod
+    from . import vm
+    from .errors import BuildError
+
+    if timeout <= 0:
+        raise UserError(f"--timeout must be positive, got {timeout}")
+    s = settings(kernel_dir=kernel_dir)
+    if not kernel:
+        kernel = version_of("", source, s)
+    a = archmod.resolve(arch) if arch else archmod.host()
+    target = kernel
+    if vm.is_version(kernel):
+        request = kernelmod.Request(version=kernel, arch=a, debug=debug, variant=variant,
+                                    config=Path(config) if config else None,
+                                    fragments=tuple(Path(f) for f in fragment or []),
+                                    source=source or None, build_image=build_image)
+        target = kernelmod.plan(s, request).refs[0]
+    stream = sys.stderr.isatty() and not json
+    result = vm.boot(s, target, a, timeout=timeout, stream=stream)
+    if json:
+        ui.emit_json(result.as_json())
+    elif result.passed:
+        ui.result(result.verdict)
+    if not result.passed:
+        if not stream:
+            for line in vm.console_tail(result.log):
+                ui.info(f"  | {line}")
+        raise BuildError(f"vmtest failed: {result.verdict}", f"console log: {result.log}")
+
+
+@task(help={"build_image": "image to run the cleanup in (default: setting build_image, then "
+                           "bootstrap_image)",
+            "context": "Docker context whose build cache to prune"})
+@edge
+def prune(c: Context, build_image: str = "", context: str = "") -> None:
+    """Remove lkbuild's unpacked sources and build dirs for your cache id; say what it freed."""
+    from . import kernel
+
+    freed = kernel.prune(settings(context=context), build_image)
+    ui.result(f"freed {freed / 1000**3:.2f} GB")
+
+
 @task(help={"quick": "run only the fast unit tests",
             "k": "only tests matching this pytest -k expression"})
 @edge
@@ -257,7 +381,7 @@ def test(c: Context, quick: bool = False, k: str = "") -> None:
 
 
 ns = Collection(config, list_, add_kernel, fetch, doctor, bootstrap_image, buildplainkernel,
-                builddebugkernel, build, test)
+                builddebugkernel, build, kconfig, vmtest, prune, test)
 ns.configure({"run": {"echo": False}})
 
 

@@ -52,7 +52,8 @@ class Change:
     after: str | None
 
     def __str__(self) -> str:
-        return f"{self.symbol}: {show(self.before)} -> {show(self.after)}"
+        # A symbol that vanished (its dependencies are off) is "not set" to Kconfig.
+        return f"{self.symbol}: {show(self.before)} -> {show(self.after or NOT_SET)}"
 
 
 def is_toolchain(symbol: str, extra: frozenset[str] = frozenset()) -> bool:

@@ -11,7 +11,9 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import re
 import shutil
+import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -19,10 +21,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
-from . import buildx, kconfig, resources, sources, ui
+from . import atomic, buildx, kconfig, resources, sources, ui
 from .arch import Arch, resolve
 from .diagnose import diagnose_file
-from .engine import Engine
+from .engine import Engine, connect
 from .errors import BuildError, InfraError, UserError
 from .series import BuildInputs, KernelTree, parse_version
 from .settings import ROOT, Settings
@@ -92,6 +94,7 @@ class Plan:
     digest: str
     refs: list[str]
     builder_refs: list[str]
+    cache_id: str = ""
 
     @property
     def arch(self) -> Arch:
@@ -102,7 +105,8 @@ class Plan:
         r = self.request
         parts = [r.version, r.arch.name] + ([r.variant] if r.variant else []) \
             + (["dbg"] if r.debug else []) + (["native"] if r.native else [])
-        return "-".join(parts)
+        scope = re.sub(r"[^A-Za-z0-9_.-]", "_", self.cache_id) or "lkbuild"
+        return f"{scope}-" + "-".join(parts)
 
     def source_key(self) -> str:
         h = hashlib.sha256(self.source.sha256.encode())
@@ -149,7 +153,7 @@ def debug_fragment(tree: KernelTree) -> Path:
     return own if own.is_file() else RECIPE_DIR / "config-dbg"
 
 
-def plan(settings: Settings, request: Request) -> Plan:
+def plan(settings: Settings, request: Request, need_config: bool = True) -> Plan:
     """Resolve series, config, fragments and the verified source; compute the tags."""
     parse_version(request.version)
     tree = KernelTree(settings.kernel_dir)
@@ -158,7 +162,7 @@ def plan(settings: Settings, request: Request) -> Plan:
         ui.warn(f"series {series.name} is marked deprecated")
     series.dirs(request.variant)
     config = _check_file(request.config, "config file") if request.config else None
-    if config is None:
+    if config is None and need_config:
         series.config(request.arch)
     fragments = tuple(_check_file(f, "fragment") for f in request.fragments)
     if request.debug:
@@ -179,7 +183,8 @@ def plan(settings: Settings, request: Request) -> Plan:
     refs = [ref(settings, v, digest, a, d), ref(settings, v, None, a, d)]
     builder_refs = [ref(settings, v, digest, a, d, builder=True),
                     ref(settings, v, None, a, d, builder=True)]
-    return Plan(request, tree, inputs, source, build_image, digest, refs, builder_refs)
+    return Plan(request, tree, inputs, source, build_image, digest, refs, builder_refs,
+                settings.cache_id)
 
 
 def choose_jobs(engine: Engine, requested: int) -> int:
@@ -289,8 +294,13 @@ def stage(p: Plan, ctx: Path) -> None:
     patches = p.inputs.series.patches(p.request.variant)
     _sync_dir(ctx / "patches", {f"{i:04d}-{f.name}": (f.read_bytes(), 0o644)
                                 for i, f in enumerate(patches, 1)})
-    base = p.inputs.config or p.inputs.series.config(p.arch)
-    config = base.read_bytes()
+    series_config = p.inputs.series.path / f"config-{p.arch.uname}"
+    if p.inputs.config is not None:
+        config = p.inputs.config.read_bytes()
+    elif series_config.is_file():
+        config = series_config.read_bytes()
+    else:  # kconfig from one of the kernel's own base configs
+        config = b""
     for d in p.inputs.series.dirs(p.request.variant)[1:]:
         extra = d / f"config-{p.arch.uname}"
         if extra.is_file():
@@ -369,6 +379,44 @@ def check_config(p: Plan, out: Path) -> None:
             "a dependency of each is not enabled: add it to the fragment")
 
 
+@dataclass
+class Session:
+    """One build's engine, staged context and arguments, held under the context's lock."""
+
+    plan: Plan
+    engine: Engine
+    jobs: int
+    log: Path
+    ctx: Path
+    base: dict[str, Any]
+
+    def run(self, what: str, **kw: Any) -> None:
+        _run(self.plan, self.engine, buildx.Build(**{**self.base, **kw}), self.log, what)
+
+
+@contextlib.contextmanager
+def session(settings: Settings, p: Plan, engine: Engine, jobs: int,
+            kconfig_base: str = "") -> Iterator[Session]:
+    """Stage the context under its lock and hold the lock while the build uses it."""
+    log = log_path(settings, p)
+    ctx = Path(settings.cache_dir) / "context" / p.cache_key
+    with _locked(ctx.with_suffix(".lock"), f"{p.request.version} {p.arch.name}"):
+        stage(p, ctx)
+        args = build_args(p, engine, jobs)
+        if kconfig_base:
+            args["KCONFIG_BASE"] = kconfig_base
+        base: dict[str, Any] = dict(context=ctx, platform=p.arch.platform, args=args,
+                                    builder=settings.builder_name)
+        yield Session(p, engine, jobs, log, ctx, base)
+
+
+def configure(s: Session, tmp: Path) -> Path:
+    """Run the config step; its files (requested, base, config, fragments) land in tmp."""
+    out = tmp / "config"
+    s.run("configuring the kernel", target="config", local_output=out)
+    return out
+
+
 def build(settings: Settings, request: Request) -> Result:
     """Build one kernel image (and its -builder image when asked); skip it when it exists."""
     started = time.monotonic()
@@ -388,23 +436,13 @@ def build(settings: Settings, request: Request) -> Result:
     if request.native and resolve(str(engine.info().get("Architecture"))).name != p.arch.name:
         ui.warn(f"--native builds {p.arch.name} under emulation on {engine.describe()}: "
                 "expect it to be many times slower than a cross build")
-    log = log_path(settings, p)
-    ctx = Path(settings.cache_dir) / "context" / p.cache_key
-    ui.info(f"building {p.refs[0]} on {engine.describe()} with make -j{jobs}; log: {log}")
-    with _locked(ctx.with_suffix(".lock"), f"{request.version} {p.arch.name}"):
-        stage(p, ctx)
-        args = build_args(p, engine, jobs)
-        base: dict[str, Any] = dict(context=ctx, platform=p.arch.platform, args=args,
-                                    builder=settings.builder_name)
+    with session(settings, p, engine, jobs) as s:
+        ui.info(f"building {p.refs[0]} on {engine.describe()} with make -j{jobs}; log: {s.log}")
         with tempfile.TemporaryDirectory(prefix="lkbuild-") as tmp:
-            out = Path(tmp) / "config"
-            _run(p, engine, buildx.Build(target="config", local_output=out, **base), log,
-                 "configuring the kernel")
-            check_config(p, out)
+            check_config(p, configure(s, Path(tmp)))
             facts_dir = Path(tmp) / "facts"
-            _run(p, engine, buildx.Build(target="facts", local_output=facts_dir,
-                                         no_cache=request.force, **base), log,
-                 "compiling the kernel")
+            s.run("compiling the kernel", target="facts", local_output=facts_dir,
+                  no_cache=request.force)
             facts = {f.name: f.read_text().strip() for f in facts_dir.iterdir()}
         labels = {
             f"{LABEL}.release": facts.get("release", ""),
@@ -417,12 +455,11 @@ def build(settings: Settings, request: Request) -> Result:
             f"{LABEL}.version": request.version,
             f"{LABEL}.arch": p.arch.name,
         }
-        _run(p, engine, buildx.Build(target="kernel", labels=labels, tags=p.refs, **base), log,
-             "packaging the kernel image")
+        s.run("packaging the kernel image", target="kernel", labels=labels, tags=p.refs)
         if request.builder_image:
-            _run(p, engine, buildx.Build(target="builder", labels=labels,
-                                         tags=p.builder_refs, **base), log,
-                 "making the builder image")
+            s.run("making the builder image", target="builder", labels=labels,
+                  tags=p.builder_refs)
+        log = s.log
     image = engine.image(p.refs[0])
     if image is None:
         raise BuildError(f"the build finished but {p.refs[0]} is not in the engine",
@@ -432,11 +469,108 @@ def build(settings: Settings, request: Request) -> Result:
                   False, str(log))
 
 
-def resolve_image(settings: Settings, kernel: str, arch: Arch, debug: bool = False) -> str:
-    """A version names the image its build would make (which must exist); else it is a ref."""
-    try:
-        parse_version(kernel)
-    except UserError:
-        return kernel
-    p = plan(settings, Request(version=kernel, arch=arch, debug=debug))
-    return p.refs[0]
+@dataclass
+class KconfigResult:
+    config: str  # the resulting config text
+    changed: list[kconfig.Change]
+    saved: Path | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"changed": [str(c) for c in self.changed],
+                "saved": str(self.saved) if self.saved else None}
+
+
+def kconfig_target(p: Plan, output: Path | None) -> Path:
+    """Where --save writes: --output, else the --config file, else the series config."""
+    if output is not None:
+        return Path(output).expanduser().resolve()
+    if p.inputs.config is not None:
+        return p.inputs.config
+    return p.inputs.series.path / f"config-{p.arch.uname}"
+
+
+def kconfig_run(settings: Settings, request: Request, *, base: str = "", save: bool = False,
+                output: Path | None = None, menuconfig: bool = False) -> KconfigResult:
+    """Config work without compiling: olddefconfig, fragments, a kernel base config, menuconfig.
+
+    The result is checked like a build's, except that the changes are the point: they are
+    reported, and written back (atomically) only with --save.
+    """
+    p = plan(settings, request, need_config=not base)
+    engine = buildx.engine_for(settings, request.arch, request.builders)
+    ensure_build_image(engine, p.build_image)
+    if menuconfig and not (os.isatty(0) and os.isatty(1)):
+        raise UserError("--menuconfig needs an interactive terminal",
+                        "run it from a terminal, or use --fragment/--olddefconfig")
+    with session(settings, p, engine, jobs=1, kconfig_base=base) as s, \
+            tempfile.TemporaryDirectory(prefix="lkbuild-") as tmp:
+        out = configure(s, Path(tmp))
+        text = (out / "config").read_text()
+        if menuconfig:
+            text = _menuconfig(s, p, Path(tmp))
+        requested = kconfig.parse((out / "requested").read_text())
+        changed = kconfig.changes(requested, kconfig.parse(text))
+        fragments = [kconfig.parse(f.read_text()) for f in sorted((out / "fragments").iterdir())] \
+            if (out / "fragments").is_dir() else []
+        missed = kconfig.unmet(fragments, kconfig.parse(text))
+        if missed:
+            raise UserError(
+                f"fragment settings did not stick ({len(missed)}): {kconfig.summary(missed)}",
+                "a dependency of each is not enabled: add it to the fragment")
+    saved = None
+    if save:
+        saved = kconfig_target(p, output)
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        atomic.write_text(saved, text, mode=0o644)
+    return KconfigResult(text, changed, saved)
+
+
+def _menuconfig(s: Session, p: Plan, tmp: Path) -> str:
+    """Build the kconfig image and run menuconfig in it on the user's terminal."""
+    image = f"lkbuild/kconfig:{p.request.version}-{p.arch.name}"
+    s.run("making the kconfig image", target="kconfig", tags=[image])
+    outdir = tmp / "menuconfig"
+    outdir.mkdir()
+    argv = ["docker", *s.engine.cli_args(), "run", "--rm", "-it", "--network", "none",
+            "-v", f"{outdir}:/out", image, "sh", "-c",
+            "make menuconfig && cp .config /out/config"]
+    code = subprocess.call(argv, env=s.engine.cli_env())
+    result = outdir / "config"
+    if code != 0 or not result.is_file():
+        raise UserError("menuconfig did not save a config", "nothing was changed")
+    return result.read_text()
+
+
+def prune(settings: Settings, build_image: str = "") -> int:
+    """Remove this cache id's unpacked sources and build dirs; return the bytes freed.
+
+    Only the scope of `cache_id` is touched, inside lkbuild's own cache mount, so other
+    users' caches on a shared builder survive.
+    """
+    engine = connect(settings)
+    image = build_image or settings.build_image or settings.bootstrap_image
+    ensure_build_image(engine, image)
+    scope = re.sub(r"[^A-Za-z0-9_.-]", "_", settings.cache_id) or "lkbuild"
+    with tempfile.TemporaryDirectory(prefix="lkbuild-prune-") as tmp:
+        ctx = Path(tmp) / "ctx"
+        (ctx / "scripts").mkdir(parents=True)
+        shutil.copy2(RECIPE_DIR / "Dockerfile", ctx / "Dockerfile")
+        shutil.copy2(RECIPE_DIR / "scripts" / "prune.sh", ctx / "scripts" / "prune.sh")
+        out = Path(tmp) / "out"
+        arch = resolve(str(engine.info().get("Architecture") or "x86_64"))
+        b = buildx.Build(context=ctx, target="prune", platform=arch.platform, local_output=out,
+                         builder=settings.builder_name,
+                         args={"BUILD_IMAGE": image, "PRUNE_SCOPE": scope,
+                               "PRUNE_NONCE": str(time.time_ns())})
+        log = Path(settings.cache_dir) / "logs" / f"prune-{datetime.now():%Y%m%d-%H%M%S}.log"
+        code = buildx.run(buildx.command(b, engine.cli_args()), engine.cli_env(), log,
+                          echo=False)
+        if code != 0:
+            raise BuildError("pruning the build cache failed", f"see the log: {log}")
+        freed = int((out / "freed").read_text().strip() or 0)
+    staged = Path(settings.cache_dir) / "context"
+    if staged.is_dir():
+        for child in staged.iterdir():
+            if child.name.startswith(f"{scope}-"):
+                shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink()
+    return freed

@@ -7,6 +7,7 @@ instead of silently ignored.
 from __future__ import annotations
 
 import difflib
+import getpass
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,13 @@ CONFIG_NAME = "lkbuild.yaml"
 def _xdg(var: str, fallback: str) -> Path:
     value = os.environ.get(var, "")
     return Path(value) if value else Path.home() / fallback
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "lkbuild"
 
 
 def user_config_dir() -> Path:
@@ -73,6 +81,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("builder_name", "str", lambda: "",
             "buildx builder name (empty: the engine's own builder)"),
     Setting("jobs", "int", lambda: 0, "make jobs (0: from the builder's cpus and memory)"),
+    Setting("cache_id", "str", lambda: _user(),
+            "builds with the same cache id share compiled objects (default: your user name)"),
     Setting("min_free_gb", "int", lambda: 30,
             "free disk a full kernel build needs, in GB (doctor and build preflight)"),
 )

@@ -14,6 +14,11 @@ make_args="ARCH=$KARCH CROSS_COMPILE=$CROSS_COMPILE"
 [ -n "${LOCALVERSION:-}" ] && make_args="$make_args LOCALVERSION=$LOCALVERSION"
 mkdir -p "$work/base" "$work/final" "$work/out/fragments"
 cd "$cache/src/$key"
+if [ -n "${KCONFIG_BASE:-}" ]; then
+  # Start from one of the kernel's own configs (defconfig, tinyconfig, ...) instead of a file.
+  make -s O="$work/base" $make_args "$KCONFIG_BASE"
+  cp "$work/base/.config" "$cfg/config"
+fi
 cp "$cfg/config" "$work/base/.config"
 make -s O="$work/base" $make_args olddefconfig
 cp "$cfg/config" "$work/final/.config"

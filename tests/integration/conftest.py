@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+from tests.integration.kernels import lkbuild, remove_images, small_args, source_version
+
+
+@pytest.fixture(scope="session")
+def kernel_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    yield tmp_path_factory.mktemp("kernel-cache")
+    remove_images()
+
+
+@pytest.fixture(scope="session")
+def kver() -> str:
+    return source_version()
+
+
+@pytest.fixture(scope="session")
+def small_kernel(kernel_cache: Path, kver: str) -> Callable[[str], dict]:
+    """`inv build` of the small config for an arch (kernel + builder image), once a session."""
+    built: dict[str, dict] = {}
+
+    def get(arch: str) -> dict:
+        if arch not in built:
+            run = lkbuild(kernel_cache, "build", *small_args(kver, arch), "--json")
+            assert run.code == 0, run.err[-3000:]
+            (result,) = run.json()
+            built[arch] = result
+        return built[arch]
+
+    return get

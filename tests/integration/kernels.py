@@ -1,0 +1,76 @@
+"""Small kernels built once per test session through the real engine and BuildKit.
+
+The builds use Debian's 6.12 source and the offline build image, with the small configs in
+tests/data, into a cache dir shared by the session so later tests reuse what earlier ones built.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT / "tests" / "data"
+DEBIAN_SOURCE = Path("/usr/src/linux-source-6.12.tar.xz")
+BUILD_IMAGE = "lkbuild/build:bookworm"
+# Each session builds cold in its own cache scope and tags under its own org.
+SESSION = uuid.uuid4().hex[:8]
+ORG = f"lkbuild-test-{SESSION}"
+UNAME = {"amd64": "x86_64", "arm64": "aarch64"}
+
+
+def source_version() -> str:
+    from recipes.sources import tarball_version
+
+    if not DEBIAN_SOURCE.is_file():
+        pytest.fail(f"{DEBIAN_SOURCE} is missing: scripts/setup-debian.sh installs it")
+    return tarball_version(DEBIAN_SOURCE, Path(os.environ.get("XDG_CACHE_HOME", "/tmp")))
+
+
+@dataclass
+class Run:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def err_lines(self) -> list[str]:
+        return [line for line in self.err.splitlines() if line.strip()]
+
+    def json(self) -> list[dict]:
+        return json.loads(self.out)
+
+
+def lkbuild(cache: Path, *args: str, env: dict[str, str] | None = None,
+            timeout: float = 1800) -> Run:
+    full = {k: v for k, v in os.environ.items() if not k.startswith("LKBUILD_")}
+    full.update({"LKBUILD_CACHE_DIR": str(cache), "LKBUILD_ORG": ORG,
+                 "LKBUILD_BUILD_IMAGE": BUILD_IMAGE, "LKBUILD_MIN_FREE_GB": "5",
+                 "LKBUILD_CACHE_ID": f"test-{SESSION}",
+                 "LKBUILD_CONFIG": str(cache / "no-config.yaml"), "NO_COLOR": "1"})
+    full.update(env or {})
+    proc = subprocess.run([sys.executable, "-m", "recipes", *args], cwd=ROOT, env=full,
+                          capture_output=True, text=True, timeout=timeout)
+    return Run(proc.returncode, proc.stdout, proc.stderr)
+
+
+def small_args(version: str, arch: str, *extra: str) -> list[str]:
+    return ["--version", version, "--arch", arch, "--source", str(DEBIAN_SOURCE),
+            "--config", str(DATA / f"small-{UNAME[arch]}.config"), *extra]
+
+
+def remove_images(org: str = ORG) -> None:
+    """Remove what a session tagged under its org (images only it made)."""
+    import docker
+
+    client = docker.from_env()
+    for image in client.images.list():
+        for tag in image.tags:
+            if tag.startswith(f"{org}/"):
+                client.images.remove(tag, noprune=False)

@@ -1,0 +1,268 @@
+"""Kernel builds through the real engine and BuildKit: layout, labels, skip, rebuild, checks."""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import docker
+import pytest
+
+from tests.integration.kernels import DATA, ORG, ROOT, SESSION, lkbuild, small_args
+
+pytestmark = pytest.mark.slow
+
+
+def image_files(ref: str) -> dict[str, tarfile.TarInfo | bytes]:
+    """Every regular file of a scratch image, read through a created (never started) container."""
+    client = docker.from_env()
+    container = client.containers.create(ref, command=["none"])
+    try:
+        stream = io.BytesIO(b"".join(container.export()))
+    finally:
+        container.remove(force=True)
+    out: dict = {}
+    with tarfile.open(fileobj=stream) as tar:
+        for member in tar.getmembers():
+            if member.isfile() and not member.name.startswith(("dev/", "etc/", "proc/", "sys/")) \
+                    and member.name != ".dockerenv":
+                out[member.name] = tar.extractfile(member).read()
+    return out
+
+
+def labels(ref: str) -> dict[str, str]:
+    return docker.from_env().images.get(ref).labels
+
+
+@pytest.mark.parametrize("arch,magic,platform", [("amd64", None, "amd64"),
+                                                 ("arm64", b"\x1f\x8b", "arm64")])
+def test_small_kernel_has_the_linuxkit_layout_and_labels(small_kernel, kver, arch, magic,
+                                                         platform):
+    result = small_kernel(arch)
+    ref = result["refs"][0]
+    assert re.fullmatch(rf"{ORG}/kernel:{kver}-[0-9a-f]{{16}}-{arch}", ref)
+    assert result["refs"][1] == f"{ORG}/kernel:{kver}-{arch}"
+    assert result["release"] == f"{kver}-linuxkit"
+    files = image_files(ref)
+    assert set(files) == {"kernel", "System.map", "kernel.tar", "kernel-dev.tar",
+                          "kernel-headers.tar", "kernel-source-info", "kernel-builder", "config"}
+    if magic:
+        assert files["kernel"][:2] == magic
+    else:
+        assert files["kernel"][0x202:0x206] == b"HdrS"  # x86 boot protocol header
+    release = result["release"]
+    with tarfile.open(fileobj=io.BytesIO(files["kernel.tar"])) as t:
+        build_link = t.getmember(f"lib/modules/{release}/build")
+        assert build_link.issym() and build_link.linkname == f"/usr/src/linux-headers-{release}"
+        assert f"lib/modules/{release}/modules.dep" in t.getnames()
+    dev = f"usr/src/linux-headers-{release}"
+    with tarfile.open(fileobj=io.BytesIO(files["kernel-dev.tar"])) as t:
+        names = set(t.getnames())
+        for need in ("Makefile", ".config", "Module.symvers", "include/generated/autoconf.h",
+                     "include/config/auto.conf", "scripts/Makefile.modpost", "scripts/mod/modpost",
+                     "scripts/basic/fixdep", f"arch/{'x86' if arch == 'amd64' else 'arm64'}/Makefile"):
+            assert f"{dev}/{need}" in names, need
+    with tarfile.open(fileobj=io.BytesIO(files["kernel-headers.tar"])) as t:
+        assert "usr/include/linux/types.h" in t.getnames()
+    assert files["kernel-builder"].decode().strip() == "lkbuild/build:bookworm"
+    assert f"KERNEL_RELEASE={release}" in files["kernel-source-info"].decode()
+    lab = labels(ref)
+    assert lab["org.lkbuild.kernel.release"] == release
+    assert lab["org.lkbuild.kernel.vermagic"].startswith(release + " ")
+    assert "mod_unload" in lab["org.lkbuild.kernel.vermagic"]
+    assert lab["org.lkbuild.kernel.config.sha256"] == hashlib.sha256(files["config"]).hexdigest()
+    assert re.match(r"(aarch64-linux-gnu-)?gcc \(Debian ", lab["org.lkbuild.kernel.compiler"])
+    assert lab["org.lkbuild.kernel.hash"] == result["hash"]
+    assert lab["org.lkbuild.kernel.arch"] == arch
+    assert docker.from_env().images.get(ref).attrs["Architecture"] == platform
+    assert files["config"] == (DATA / f"small-{'x86_64' if arch == 'amd64' else 'aarch64'}.config").read_bytes()
+
+
+@pytest.mark.parametrize("arch", ["amd64", "arm64"])
+def test_builder_image_compiles_a_module_whose_vermagic_matches_the_kernel(small_kernel, arch):
+    result = small_kernel(arch)
+    builder = next(r for r in result["refs"] if "-builder-" in r and result["hash"] in r)
+    script = (
+        "mkdir -p /tmp/m && cd /tmp/m && "
+        "printf '#include <linux/module.h>\\nMODULE_LICENSE(\"GPL\");\\n' > hello.c && "
+        "echo 'obj-m := hello.o' > Kbuild && make -s -C $KERNELDIR M=/tmp/m modules && "
+        "modinfo -F vermagic hello.ko"
+    )
+    client = docker.from_env()
+    out = client.containers.run(builder, ["sh", "-c", script], remove=True, network_mode="none")
+    assert out.decode().strip() == labels(result["refs"][0])["org.lkbuild.kernel.vermagic"]
+
+
+def test_an_unchanged_build_is_skipped_in_under_two_seconds(small_kernel, kernel_cache, kver):
+    first = small_kernel("amd64")
+    started = time.monotonic()
+    run = lkbuild(kernel_cache, "build", *small_args(kver, "amd64"), "--json")
+    elapsed = time.monotonic() - started
+    assert run.code == 0, run.err
+    (again,) = run.json()
+    assert again["skipped"], (again, first)
+    assert again["image_id"] == first["image_id"]
+    assert again["refs"] == first["refs"]
+    assert "up to date" in run.err
+    assert elapsed < 2.0, elapsed
+
+
+def compile_count(log: str) -> int:
+    return len(re.findall(r"^\S+ \d+\.\d+ +CC +", log, re.M))
+
+
+def test_a_one_symbol_fragment_rebuilds_a_fraction_of_the_tree(small_kernel, kernel_cache,
+                                                             kver, tmp_path):
+    cold = small_kernel("amd64")
+    cold_log = Path(cold["log"]).read_text() if cold["log"] else ""
+    frag = tmp_path / "printk-time.fragment"
+    frag.write_text("CONFIG_PRINTK_TIME=y\n")
+    run = lkbuild(kernel_cache, "buildplainkernel", *small_args(kver, "amd64"),
+                  "--fragment", str(frag), "--json")
+    assert run.code == 0, run.err[-3000:]
+    (result,) = run.json()
+    assert not result["skipped"] and result["hash"] != cold["hash"]
+    files = image_files(result["refs"][0])
+    assert b"CONFIG_PRINTK_TIME=y" in files["config"]
+    rebuilt = compile_count(Path(result["log"]).read_text())
+    cold_count = compile_count(cold_log)
+    assert cold_count > 300, "the session's first build was not cold"
+    assert 0 < rebuilt < 0.15 * cold_count, (rebuilt, cold_count)
+
+
+def test_a_non_final_config_stops_before_compiling_and_names_the_symbols(kernel_cache, kver,
+                                                                       tmp_path):
+    config = tmp_path / "not-final.config"
+    text = (DATA / "small-x86_64.config").read_text()
+    text = text.replace("CONFIG_SERIAL_8250=y", "# CONFIG_SERIAL_8250 is not set")
+    config.write_text(text)
+    args = small_args(kver, "amd64")
+    args[args.index("--config") + 1] = str(config)
+    run = lkbuild(kernel_cache, "buildplainkernel", *args)
+    assert run.code != 0
+    last = run.err_lines[-1]
+    assert last.startswith("lkbuild: error: config --config") and "is not final" in last
+    assert "CONFIG_SERIAL_8250_CONSOLE: y -> not set" in last
+    assert "inv kconfig" in last and "Traceback" not in run.err
+    assert run.out == ""
+
+
+def test_a_patch_that_does_not_apply_is_named_with_its_hunk(kernel_cache, kver, tmp_path):
+    tree = tmp_path / "kernel"
+    series = tree / "6.12.x"
+    (series / "patches").mkdir(parents=True)
+    (series / "build-args").write_text(f"KERNEL_VERSION={kver}\nKERNEL_SERIES=6.12.x\n"
+                                       "BUILD_IMAGE=lkbuild/build:bookworm\n")
+    shutil.copy(DATA / "small-x86_64.config", series / "config-x86_64")
+    (series / "patches" / "0001-bad-makefile.patch").write_text(
+        "--- a/Makefile\n+++ b/Makefile\n@@ -1,3 +1,3 @@\n-not the first line\n+x\n a\n b\n")
+    run = lkbuild(kernel_cache, "buildplainkernel", "--version", kver, "--arch", "amd64",
+                  "--source", "/usr/src/linux-source-6.12.tar.xz", "--kernel-dir", str(tree))
+    assert run.code != 0
+    last = run.err_lines[-1]
+    assert "patch 0001-bad-makefile.patch does not apply" in last or \
+        "patch bad-makefile.patch does not apply" in last, last
+    assert "Hunk #1 FAILED" in last and "log: " in last
+
+
+def test_ctrl_c_during_a_build_leaves_no_build_process_or_image(kernel_cache, kver, tmp_path):
+    frag = tmp_path / "interrupt.fragment"
+    frag.write_text("CONFIG_LOCALVERSION=\"-interrupt\"\n")  # forces a recompile
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LKBUILD_")}
+    env.update({"LKBUILD_CACHE_DIR": str(kernel_cache), "LKBUILD_ORG": ORG,
+                "LKBUILD_CACHE_ID": f"test-{SESSION}",
+                "LKBUILD_BUILD_IMAGE": "lkbuild/build:bookworm", "LKBUILD_MIN_FREE_GB": "5",
+                "LKBUILD_CONFIG": str(kernel_cache / "none.yaml")})
+    proc = subprocess.Popen([sys.executable, "-m", "recipes", "buildplainkernel",
+                             *small_args(kver, "amd64"), "--fragment", str(frag), "--json"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 600
+    seen = ""
+    assert proc.stderr is not None
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        seen += line
+        if re.search(r"\s(CC|LD|AR)\s", line):
+            break
+        assert line or proc.poll() is None, seen[-2000:]
+    proc.send_signal(signal.SIGINT)
+    rest_out, rest_err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (seen + rest_err)[-2000:]
+    assert "lkbuild: interrupted" in rest_err
+    assert rest_out == ""
+    for _ in range(60):
+        busy = subprocess.run(["pgrep", "-f", "lkbuild/compile.sh"], capture_output=True)
+        if busy.returncode != 0:
+            break
+        time.sleep(1)
+    assert busy.returncode != 0, "a compile process outlived the interrupted build"
+    tags = [t for image in docker.from_env().images.list(f"{ORG}/kernel") for t in image.tags]
+    assert not [t for t in tags if "interrupt" in t]
+    lock_holders = subprocess.run(["pgrep", "-f", "docker-buildx buildx build"],
+                                  capture_output=True)
+    assert lock_holders.returncode != 0
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--version", "6.13.2", "--arch", "amd64"], "no series 6.13.x"),
+    (["--version", "6.12", "--arch", "amd64"], "malformed kernel version '6.12'"),
+    (["--version", "6.12.54", "--arch", "riscv64"], "unknown arch 'riscv64'"),
+    (["--version", "6.12.54", "--arch", "arm64"], "has no config for arm64"),
+])
+def test_bad_build_input_is_one_line_and_builds_nothing(kernel_cache, args, needle):
+    run = lkbuild(kernel_cache, "buildplainkernel", *args)
+    assert run.code != 0 and run.out == ""
+    assert len(run.err_lines) == 1 and run.err_lines[0].startswith("lkbuild: error: ")
+    assert needle in run.err_lines[0]
+
+
+@pytest.mark.parametrize("extra,env,needle", [
+    (["--builders", "linux/amd64=no-such-context"], {}, "'no-such-context'"),
+    (["--build-image", "127.0.0.1:9/missing/build:1"], {}, "inv bootstrap-image"),
+    (["--jobs", "64"], {}, "use --jobs"),
+    ([], {"LKBUILD_MIN_FREE_GB": "100000"}, "100000 GB"),
+])
+def test_preflight_refuses_before_starting(kernel_cache, kver, extra, env, needle):
+    run = lkbuild(kernel_cache, "buildplainkernel", *small_args(kver, "amd64"), "--force",
+                  *extra, env=env)
+    assert run.code != 0 and run.out == ""
+    assert run.err_lines[-1].startswith("lkbuild: error: ") and needle in run.err_lines[-1]
+    assert "Traceback" not in run.err
+
+
+def test_kconfig_saves_a_config_that_builds_agree_is_final_and_prune_frees_its_scope(
+        kernel_cache, kver, tmp_path):
+    scope = {"LKBUILD_CACHE_ID": f"test-{SESSION}-kconfig"}
+    target = tmp_path / "small.config"
+    run = lkbuild(kernel_cache, "kconfig", "--version", kver, "--arch", "amd64", "--source",
+                  "/usr/src/linux-source-6.12.tar.xz", "--base", "tinyconfig", "--fragment",
+                  str(DATA / "small-x86_64.fragment"), "--save", "--output", str(target),
+                  env=scope)
+    assert run.code == 0, run.err[-2000:]
+    assert run.out.strip() == str(target)
+    assert target.read_text() == (DATA / "small-x86_64.config").read_text()
+    pruned = lkbuild(kernel_cache, "prune", env=scope)
+    assert pruned.code == 0, pruned.err[-2000:]
+    freed = float(re.fullmatch(r"freed (\d+\.\d+) GB\n", pruned.out).group(1))
+    assert freed > 0.5  # the unpacked source tree of that scope
+    again = lkbuild(kernel_cache, "prune", env=scope)
+    assert again.out == "freed 0.00 GB\n"
+
+
+def test_kconfig_refuses_a_fragment_that_does_not_stick(kernel_cache, kver, tmp_path):
+    frag = tmp_path / "bad.fragment"
+    frag.write_text("CONFIG_SERIAL_8250_CONSOLE=y\n# CONFIG_SERIAL_8250 is not set\n")
+    run = lkbuild(kernel_cache, "kconfig", *small_args(kver, "amd64"), "--fragment", str(frag),
+                  "--save", "--output", str(tmp_path / "out.config"))
+    assert run.code != 0 and not (tmp_path / "out.config").exists()
+    assert "CONFIG_SERIAL_8250_CONSOLE: y -> not set" in run.err_lines[-1]
