@@ -158,8 +158,6 @@ def plan(settings: Settings, request: Request, need_config: bool = True) -> Plan
     parse_version(request.version)
     tree = KernelTree(settings.kernel_dir)
     series = tree.for_version(request.version)
-    if series.deprecated:
-        ui.warn(f"series {series.name} is marked deprecated")
     series.dirs(request.variant)
     config = _check_file(request.config, "config file") if request.config else None
     if config is None and need_config:
@@ -179,6 +177,8 @@ def plan(settings: Settings, request: Request, need_config: bool = True) -> Plan
                          extra_args=extra, source_sha256=source.sha256,
                          recipe_dir=RECIPE_DIR)
     digest = inputs.digest()
+    if series.deprecated:
+        ui.warn(f"series {series.name} is marked deprecated")
     v, a, d = request.version, request.arch, request.debug
     refs = [ref(settings, v, digest, a, d), ref(settings, v, None, a, d)]
     builder_refs = [ref(settings, v, digest, a, d, builder=True),

@@ -116,7 +116,7 @@ class Series:
             raise UserError(
                 f"series {self.name} has no config for {arch.name} ({path} is missing)",
                 f"arches with a config: {have}; make one with "
-                f"`inv kconfig --version {self.version} --arch {arch.name} --save`",
+                f"`inv kconfig --version {self.version} --arch {arch.name} --base defconfig --save`",
             )
         return path
 

@@ -51,7 +51,7 @@ dev="$out/dev"
 devsrc="usr/src/linux-headers-$release"
 rm -rf "$dev"; mkdir -p "$dev/$devsrc"
 ln -s "linux-headers-$release" "$dev/usr/src/kernel"
-find . -path ./Documentation -prune -o -path ./tools -prune -o \
+find . \
   \( -name 'Makefile*' -o -name 'Kconfig*' -o -name 'Kbuild*' -o -name '*.lds' \) -type f -print \
   | cpio -pdm --quiet "$dev/$devsrc"
 cp -a include scripts "$dev/$devsrc/"
@@ -65,7 +65,6 @@ cp -a "arch/$SRCARCH/include" "$dev/$devsrc/arch/$SRCARCH/"
 for f in tools/objtool/objtool tools/bpf/resolve_btfids/resolve_btfids; do
   [ -x "$f" ] && { mkdir -p "$dev/$devsrc/$(dirname "$f")"; cp -a "$f" "$dev/$devsrc/$f"; }
 done
-find "$dev/$devsrc" \( -name '*.o' -o -name '*.cmd' -o -name '.*.d' \) -type f -delete
 tar --numeric-owner -C "$dev" -cf "$img/kernel-dev.tar" "$devsrc"
 
 # Facts: what modules must match.

@@ -17,6 +17,7 @@ from pathlib import Path
 import docker
 import pytest
 
+from tests.conftest import make_tree
 from tests.integration.kernels import DATA, ORG, ROOT, SESSION, lkbuild, small_args
 
 pytestmark = pytest.mark.slow
@@ -217,10 +218,14 @@ def test_ctrl_c_during_a_build_leaves_no_build_process_or_image(kernel_cache, kv
     (["--version", "6.13.2", "--arch", "amd64"], "no series 6.13.x"),
     (["--version", "6.12", "--arch", "amd64"], "malformed kernel version '6.12'"),
     (["--version", "6.12.54", "--arch", "riscv64"], "unknown arch 'riscv64'"),
-    (["--version", "6.12.54", "--arch", "arm64"], "has no config for arm64"),
+    (["--version", "6.6.70", "--arch", "arm64", "--kernel-dir", "{tree}"],
+     "has no config for arm64"),
+    (["--version", "6.12.54", "--arch", "amd64", "--kernel-dir", "{tree}/nope"],
+     "does not exist"),
 ])
-def test_bad_build_input_is_one_line_and_builds_nothing(kernel_cache, args, needle):
-    run = lkbuild(kernel_cache, "buildplainkernel", *args)
+def test_bad_build_input_is_one_line_and_builds_nothing(kernel_cache, args, needle, tmp_path):
+    tree = make_tree(tmp_path / "kernel")
+    run = lkbuild(kernel_cache, "buildplainkernel", *[a.format(tree=tree) for a in args])
     assert run.code != 0 and run.out == ""
     assert len(run.err_lines) == 1 and run.err_lines[0].startswith("lkbuild: error: ")
     assert needle in run.err_lines[0]
