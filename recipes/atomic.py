@@ -13,25 +13,6 @@ from pathlib import Path
 from typing import Iterator
 
 
-def write_text(path: Path, text: str, mode: int | None = None) -> None:
-    """Replace `path` with `text` in one rename, keeping its mode unless one is given."""
-    path = Path(path)
-    if mode is None:
-        mode = path.stat().st_mode & 0o7777 if path.exists() else 0o644
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 @contextlib.contextmanager
 def new_file(path: Path) -> Iterator[Path]:
     """Yield a temp path beside `path`; it becomes `path` only if the block succeeds."""
@@ -46,6 +27,19 @@ def new_file(path: Path) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def write_text(path: Path, text: str, mode: int | None = None) -> None:
+    """Replace `path` with `text` in one rename, keeping its mode unless one is given."""
+    path = Path(path)
+    if mode is None:
+        mode = path.stat().st_mode & 0o7777 if path.exists() else 0o644
+    with new_file(path) as tmp:
+        with tmp.open("w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
 
 
 @contextlib.contextmanager

@@ -81,16 +81,18 @@ def config(c: Context, json: bool = False) -> None:
 
 @task(name="list", help={"kernel_dir": KERNEL_DIR_HELP, "json": JSON_HELP,
                          "version": "only the series of this full version (as a build takes it)",
-                         "arch": "only this arch (arm64, aarch64, amd64, x86_64)"})
+                         "arch": "only this arch (arm64, aarch64, amd64, x86_64)",
+                         "source": "the --source the builds use (its digest is in the hash)"})
 @edge
 def list_(c: Context, kernel_dir: str = "", version: str = "", arch: str = "",
-          json: bool = False) -> None:
+          source: str = "", json: bool = False) -> None:
     """List kernel series: version, arches with a config, variants, hash, built locally."""
     from . import inventory
 
-    if version:
-        seriesmod.parse_version(version)
-    rows = inventory.kernels(settings(kernel_dir=kernel_dir), version, arch)
+    s = settings(kernel_dir=kernel_dir)
+    if version or source:
+        version = version_of(version, source, s)
+    rows = inventory.kernels(s, version, arch, source)
     if json:
         ui.emit_json(rows)
         return

@@ -1,33 +1,42 @@
 """What kernels a tree defines and which of them are built: `inv list` and `inv add-kernel`."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from . import kernel, ui
 from .arch import resolve
 from .errors import InfraError
-from .series import BuildInputs, KernelTree, bump_version, parse_version, series_of, start_series
+from .series import KernelTree, bump_version, parse_version, series_of, start_series
 from .settings import Settings
 
 
-def _image_lookup(settings: Settings) -> Any:
-    """A function ref -> bool|None; None everywhere when the engine cannot be reached."""
+def _image_lookup(settings: Settings) -> Callable[[str], bool | None]:
+    """ref -> exists (None when the engine cannot be reached); connects on first use only."""
     from . import engine
 
-    try:
-        eng = engine.connect(settings)
-        eng.info()
-    except InfraError as exc:
-        ui.warn(f"cannot tell which images exist: {exc.message}")
-        return lambda ref: None
-    return eng.image_exists
+    state: dict[str, Any] = {}
+
+    def exists(ref: str) -> bool | None:
+        if "engine" not in state:
+            try:
+                state["engine"] = engine.connect(settings)
+                state["engine"].info()
+            except InfraError as exc:
+                ui.warn(f"cannot tell which images exist: {exc.message}")
+                state["engine"] = None
+        eng = state["engine"]
+        return None if eng is None else eng.image_exists(ref)
+
+    return exists
 
 
-def kernels(settings: Settings, version: str = "", arch_name: str = "") -> list[dict[str, Any]]:
+def kernels(settings: Settings, version: str = "", arch_name: str = "",
+            source: str = "") -> list[dict[str, Any]]:
     """One row per series and arch with a config (one row with arch None when it has none).
 
     `version` narrows to the series it belongs to (any version of the series, as a build
-    would take it) and `arch_name` to one arch, which must then have a config.
+    would take it) and `arch_name` to one arch, which must then have a config. `source` is
+    the --source a build would use, whose digest is part of the hash.
     """
     from . import sources
 
@@ -39,7 +48,9 @@ def kernels(settings: Settings, version: str = "", arch_name: str = "") -> list[
     for name in wanted:
         series = tree.series[name]
         kver = version or series.version
-        source_sha = sources.cached_sha256(settings, kver)
+        # The hash needs the source's digest: a given --source, or a verified cached tarball
+        # (never a download just to list).
+        have_source = bool(source) or sources.cached_sha256(settings, kver) is not None
         base = {"series": name, "version": kver, "variants": sorted(series.variants),
                 "deprecated": series.deprecated, "path": str(series.path),
                 "build_image": series.build_args.get("BUILD_IMAGE", "")}
@@ -53,10 +64,10 @@ def kernels(settings: Settings, version: str = "", arch_name: str = "") -> list[
             digest = None
             image = None
             built = None
-            if source_sha:
-                inputs = BuildInputs(tree, series, kver, arch, source_sha256=source_sha)
-                digest = inputs.digest()
-                image = kernel.ref(settings, kver, digest, arch)
+            if have_source:
+                p = kernel.plan(settings, kernel.Request(version=kver, arch=arch,
+                                                         source=source or None))
+                digest, image = p.digest, p.refs[0]
                 built = exists(image)
             rows.append({**base, "arch": arch.name, "hash": digest, "image": image,
                          "built": built})

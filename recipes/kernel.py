@@ -63,6 +63,11 @@ def ref(settings: Settings, version: str, digest: str | None, arch: Arch | None,
     return f"{repository(settings)}:{tag(version, digest, arch, debug, builder)}"
 
 
+def cache_scope(cache_id: str) -> str:
+    """The cache id as it names dirs in the build cache (one scope per user by default)."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", cache_id) or "lkbuild"
+
+
 @dataclass
 class Request:
     """What the user asked to build."""
@@ -105,8 +110,7 @@ class Plan:
         r = self.request
         parts = [r.version, r.arch.name] + ([r.variant] if r.variant else []) \
             + (["dbg"] if r.debug else []) + (["native"] if r.native else [])
-        scope = re.sub(r"[^A-Za-z0-9_.-]", "_", self.cache_id) or "lkbuild"
-        return f"{scope}-" + "-".join(parts)
+        return f"{cache_scope(self.cache_id)}-" + "-".join(parts)
 
     def source_key(self) -> str:
         h = hashlib.sha256(self.source.sha256.encode())
@@ -339,7 +343,7 @@ def log_path(settings: Settings, p: Plan) -> Path:
     return Path(settings.cache_dir) / "logs" / f"{kind}-{p.request.version}-{p.arch.name}-{stamp}.log"
 
 
-def _run(p: Plan, engine: Engine, b: buildx.Build, log: Path, what: str) -> None:
+def _run(engine: Engine, b: buildx.Build, log: Path, what: str) -> None:
     argv = buildx.command(b, engine.cli_args())
     code = buildx.run(argv, engine.cli_env(), log)
     if code == 0:
@@ -391,7 +395,7 @@ class Session:
     base: dict[str, Any]
 
     def run(self, what: str, **kw: Any) -> None:
-        _run(self.plan, self.engine, buildx.Build(**{**self.base, **kw}), self.log, what)
+        _run(self.engine, buildx.Build(**{**self.base, **kw}), self.log, what)
 
 
 @contextlib.contextmanager
@@ -550,7 +554,7 @@ def prune(settings: Settings, build_image: str = "") -> int:
     engine = connect(settings)
     image = build_image or settings.build_image or settings.bootstrap_image
     ensure_build_image(engine, image)
-    scope = re.sub(r"[^A-Za-z0-9_.-]", "_", settings.cache_id) or "lkbuild"
+    scope = cache_scope(settings.cache_id)
     with tempfile.TemporaryDirectory(prefix="lkbuild-prune-") as tmp:
         ctx = Path(tmp) / "ctx"
         (ctx / "scripts").mkdir(parents=True)

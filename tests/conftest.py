@@ -1,12 +1,13 @@
 """Hermetic fixtures: every test gets its own cache and config dirs and no LKBUILD_* leaking in."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import pytest
 
@@ -37,6 +38,9 @@ class Run:
     def err_lines(self) -> list[str]:
         return [line for line in self.err.splitlines() if line.strip()]
 
+    def json(self) -> Any:
+        return json.loads(self.out)
+
 
 @pytest.fixture
 def lk(tmp_path: Path) -> Callable[..., Run]:
@@ -45,6 +49,9 @@ def lk(tmp_path: Path) -> Callable[..., Run]:
     def run(*args: str, env: dict[str, str] | None = None, timeout: float = 600,
             cwd: Path | None = None, input: str | None = None) -> Run:
         full_env = dict(os.environ)
+        # The checkout under test, whatever an installed lkbuild points at.
+        full_env["PYTHONPATH"] = os.pathsep.join(
+            [str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH", "")] if p])
         full_env.update(env or {})
         proc = subprocess.run([sys.executable, "-m", "recipes", *args], cwd=cwd or tmp_path,
                               env=full_env, capture_output=True, text=True, timeout=timeout,

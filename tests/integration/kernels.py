@@ -5,15 +5,15 @@ tests/data, into a cache dir shared by the session so later tests reuse what ear
 """
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import Run
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data"
@@ -33,20 +33,6 @@ def source_version() -> str:
     return tarball_version(DEBIAN_SOURCE, Path(os.environ.get("XDG_CACHE_HOME", "/tmp")))
 
 
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-    @property
-    def err_lines(self) -> list[str]:
-        return [line for line in self.err.splitlines() if line.strip()]
-
-    def json(self) -> list[dict]:
-        return json.loads(self.out)
-
-
 def lkbuild(cache: Path, *args: str, env: dict[str, str] | None = None,
             timeout: float = 1800) -> Run:
     full = {k: v for k, v in os.environ.items() if not k.startswith("LKBUILD_")}
@@ -54,6 +40,7 @@ def lkbuild(cache: Path, *args: str, env: dict[str, str] | None = None,
                  "LKBUILD_BUILD_IMAGE": BUILD_IMAGE, "LKBUILD_MIN_FREE_GB": "5",
                  "LKBUILD_CACHE_ID": f"test-{SESSION}",
                  "LKBUILD_CONFIG": str(cache / "no-config.yaml"), "NO_COLOR": "1"})
+    full["PYTHONPATH"] = str(ROOT)
     full.update(env or {})
     proc = subprocess.run([sys.executable, "-m", "recipes", *args], cwd=ROOT, env=full,
                           capture_output=True, text=True, timeout=timeout)

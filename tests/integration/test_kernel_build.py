@@ -236,6 +236,7 @@ def test_bad_build_input_is_one_line_and_builds_nothing(kernel_cache, args, need
     (["--build-image", "127.0.0.1:9/missing/build:1"], {}, "inv bootstrap-image"),
     (["--jobs", "64"], {}, "use --jobs"),
     ([], {"LKBUILD_MIN_FREE_GB": "100000"}, "100000 GB"),
+    ([], {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}, "cannot connect to the Docker engine"),
 ])
 def test_preflight_refuses_before_starting(kernel_cache, kver, extra, env, needle):
     run = lkbuild(kernel_cache, "buildplainkernel", *small_args(kver, "amd64"), "--force",
@@ -271,3 +272,15 @@ def test_kconfig_refuses_a_fragment_that_does_not_stick(kernel_cache, kver, tmp_
                   "--save", "--output", str(tmp_path / "out.config"))
     assert run.code != 0 and not (tmp_path / "out.config").exists()
     assert "CONFIG_SERIAL_8250_CONSOLE: y -> not set" in run.err_lines[-1]
+
+
+def test_the_debug_kernel_has_its_release_fragment_and_vmlinux(kernel_cache, kver):
+    run = lkbuild(kernel_cache, "builddebugkernel", *small_args(kver, "amd64"), "--json")
+    assert run.code == 0, run.err[-3000:]
+    (result,) = run.json()
+    assert result["release"] == f"{kver}-linuxkit-dbg"
+    assert re.fullmatch(rf"{ORG}/kernel:{kver}-dbg-[0-9a-f]{{16}}-amd64", result["refs"][0])
+    files = image_files(result["refs"][0])
+    assert files["vmlinux"][:4] == b"\x7fELF"
+    assert b"CONFIG_DEBUG_KERNEL=y" in files["config"]
+    assert labels(result["refs"][0])["org.lkbuild.kernel.release"] == result["release"]

@@ -1,0 +1,55 @@
+from dataclasses import dataclass
+
+import pytest
+
+from recipes import arch, kernel
+from recipes.errors import UserError
+from recipes.settings import Settings
+
+ARM = arch.resolve("arm64")
+
+
+def test_tags_follow_linuxkit_with_the_kind_after_the_version():
+    assert kernel.tag("6.12.54", "abc", ARM) == "6.12.54-abc-arm64"
+    assert kernel.tag("6.12.54", None, ARM) == "6.12.54-arm64"
+    assert kernel.tag("6.12.54", "abc", ARM, debug=True) == "6.12.54-dbg-abc-arm64"
+    assert kernel.tag("6.12.54", "abc", ARM, builder=True) == "6.12.54-builder-abc-arm64"
+    assert kernel.tag("6.12.54", None, None) == "6.12.54"
+
+
+def test_references_carry_the_registry_only_when_one_is_set():
+    s = Settings(env={"LKBUILD_ORG": "me"}, files=[])
+    assert kernel.ref(s, "6.12.54", None, ARM) == "me/kernel:6.12.54-arm64"
+    s = Settings(env={"LKBUILD_ORG": "me", "LKBUILD_REGISTRY": "127.0.0.1:5000/"}, files=[])
+    assert kernel.ref(s, "6.12.54", None, ARM) == "127.0.0.1:5000/me/kernel:6.12.54-arm64"
+
+
+def test_cache_scope_keeps_user_names_safe_for_paths():
+    assert kernel.cache_scope("alice") == "alice"
+    assert kernel.cache_scope("DOMAIN\\bob smith") == "DOMAIN_bob_smith"
+    assert kernel.cache_scope("") == "lkbuild"
+
+
+@dataclass
+class FakeEngine:
+    cpus: int
+    memory: int
+
+    def describe(self) -> str:
+        return "context test"
+
+
+GiB = 2 ** 30
+
+
+def test_jobs_default_to_what_the_engine_affords():
+    assert kernel.choose_jobs(FakeEngine(8, int(7.75 * GiB)), 0) <= 3
+    assert kernel.choose_jobs(FakeEngine(2, 24 * GiB), 0) == 2
+
+
+def test_too_many_jobs_for_the_memory_are_refused_with_the_numbers():
+    with pytest.raises(UserError) as info:
+        kernel.choose_jobs(FakeEngine(8, int(7.75 * GiB)), 8)
+    line = info.value.line()
+    assert "-j8 needs about 14.0 GiB" in line and "7.8 GiB" in line and "--jobs 3" in line
+    assert kernel.choose_jobs(FakeEngine(8, int(7.75 * GiB)), 3) == 3
