@@ -186,21 +186,35 @@ BUILD_HELP = {
                 "{arch} is replaced",
     "native": "compile in a target-arch container (emulated on a foreign host) instead of "
               "cross-compiling",
+    "build_arg": "KEY=VALUE build argument over the series' build-args; repeatable",
     "force": "rebuild even when the image for this hash exists",
     "json": "print JSON (refs, image id, release, hash, seconds, jobs) instead of references",
 }
-BUILD_ITERABLE = ["arch", "fragment", "builders"]
+BUILD_ITERABLE = ["arch", "fragment", "builders", "build_arg"]
 BASE_CONFIG_RE = re.compile(r"[a-z0-9_]*config")
+
+
+def build_args_of(pairs: list[str]) -> dict[str, str]:
+    """--build-arg KEY=VALUE flags, checked like build-args file lines."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not seriesmod.ARG_KEY_RE.fullmatch(key):
+            raise UserError(f"bad --build-arg {pair!r}", "use KEY=VALUE")
+        out[key] = value
+    return out
 
 
 def _build(kind: str, version: str, arch: list[str], kernel_dir: str, source: str,
            build_image: str, config: str, fragment: list[str], variant: str, jobs: int,
-           builders: list[str], native: bool, force: bool, json: bool) -> None:
+           builders: list[str], native: bool, force: bool, json: bool,
+           build_arg: list[str]) -> None:
     from . import kernel
 
     s = settings(kernel_dir=kernel_dir, builders=builders)
     version = version_of(version, source, s)
     arches = [archmod.resolve(a) for a in (arch or [archmod.host().name])]
+    extra_args = build_args_of(build_arg)
     results = []
     for a in arches:
         kinds = [False, True] if kind == "both" else [kind == "debug"]
@@ -210,8 +224,8 @@ def _build(kind: str, version: str, arch: list[str], kernel_dir: str, source: st
                 config=Path(config) if config else None,
                 fragments=tuple(Path(f) for f in fragment), jobs=jobs, force=force,
                 source=source or None, build_image=build_image, native=native,
-                builders=list(builders), builder_image=(kind != "debug" and not debug
-                                                        and kind in ("build", "both")))
+                builders=list(builders), build_args=extra_args,
+                builder_image=not debug and kind in ("build", "both"))
             result = kernel.build(s, request)
             results.append(result)
             if not json:
@@ -227,10 +241,12 @@ def buildplainkernel(c: Context, version: str = "", arch: list[str] | None = Non
                      kernel_dir: str = "", source: str = "", build_image: str = "",
                      config: str = "", fragment: list[str] | None = None, variant: str = "",
                      jobs: int = 0, builders: list[str] | None = None, native: bool = False,
-                     force: bool = False, json: bool = False) -> None:
+                     force: bool = False, build_arg: list[str] | None = None,
+                     json: bool = False) -> None:
     """Build the kernel image of a version for each arch; print its references."""
     _build("plain", version, arch or [], kernel_dir, source, build_image, config,
-           fragment or [], variant, jobs, builders or [], native, force, json)
+           fragment or [], variant, jobs, builders or [], native, force, json,
+           build_arg or [])
 
 
 @task(help=BUILD_HELP, iterable=BUILD_ITERABLE)
@@ -239,10 +255,12 @@ def builddebugkernel(c: Context, version: str = "", arch: list[str] | None = Non
                      kernel_dir: str = "", source: str = "", build_image: str = "",
                      config: str = "", fragment: list[str] | None = None, variant: str = "",
                      jobs: int = 0, builders: list[str] | None = None, native: bool = False,
-                     force: bool = False, json: bool = False) -> None:
+                     force: bool = False, build_arg: list[str] | None = None,
+                     json: bool = False) -> None:
     """Build the debug kernel (-dbg release, debug fragment, vmlinux); print its references."""
     _build("debug", version, arch or [], kernel_dir, source, build_image, config,
-           fragment or [], variant, jobs, builders or [], native, force, json)
+           fragment or [], variant, jobs, builders or [], native, force, json,
+           build_arg or [])
 
 
 @task(help={**BUILD_HELP, "debug": "also build the debug kernel"}, iterable=BUILD_ITERABLE)
@@ -251,10 +269,11 @@ def build(c: Context, version: str = "", arch: list[str] | None = None, kernel_d
           source: str = "", build_image: str = "", config: str = "",
           fragment: list[str] | None = None, variant: str = "", jobs: int = 0,
           builders: list[str] | None = None, native: bool = False, force: bool = False,
-          debug: bool = False, json: bool = False) -> None:
+          debug: bool = False, build_arg: list[str] | None = None, json: bool = False) -> None:
     """Build the kernel and its -builder image (and the debug kernel with --debug)."""
     _build("both" if debug else "build", version, arch or [], kernel_dir, source, build_image,
-           config, fragment or [], variant, jobs, builders or [], native, force, json)
+           config, fragment or [], variant, jobs, builders or [], native, force, json,
+           build_arg or [])
 
 
 @task(help={
@@ -317,13 +336,14 @@ def kconfig(c: Context, version: str = "", arch: str = "", kernel_dir: str = "",
     "build_image": BUILD_HELP["build_image"], "config": BUILD_HELP["config"],
     "fragment": BUILD_HELP["fragment"], "variant": BUILD_HELP["variant"],
     "debug": "the debug kernel of that version",
+    "accel": "qemu accelerator: auto (hvf on a Mac of the same arch, else tcg), tcg, kvm, hvf",
     "json": "print JSON (passed, verdict, log, seconds, release)",
 }, iterable=["fragment"])
 @edge
 def vmtest(c: Context, kernel: str = "", arch: str = "", timeout: int = 120,
            kernel_dir: str = "", source: str = "", build_image: str = "", config: str = "",
            fragment: list[str] | None = None, variant: str = "", debug: bool = False,
-           json: bool = False) -> None:
+           accel: str = "auto", json: bool = False) -> None:
     """Boot a kernel in qemu with a busybox initramfs; pass when init runs and the VM ends."""
     from . import kernel as kernelmod
     from . import vm
@@ -343,7 +363,7 @@ def vmtest(c: Context, kernel: str = "", arch: str = "", timeout: int = 120,
                                     source=source or None, build_image=build_image)
         target = kernelmod.plan(s, request).refs[0]
     stream = sys.stderr.isatty() and not json
-    result = vm.boot(s, target, a, timeout=timeout, stream=stream)
+    result = vm.boot(s, target, a, timeout=timeout, stream=stream, accel=accel)
     if json:
         ui.emit_json(result.as_json())
     elif result.passed:

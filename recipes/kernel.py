@@ -84,6 +84,7 @@ class Request:
     build_image: str = ""
     native: bool = False
     builders: list[str] = field(default_factory=list)
+    build_args: dict[str, str] = field(default_factory=dict)  # over the series' build-args
     builder_image: bool = False  # also make the -builder image
 
 
@@ -175,7 +176,7 @@ def plan(settings: Settings, request: Request, need_config: bool = True) -> Plan
     if not build_image:
         raise UserError(f"no build image for {series.name}",
                         "set BUILD_IMAGE in its build-args, or pass --build-image")
-    extra = {"BUILD_IMAGE": build_image}
+    extra = {**request.build_args, "BUILD_IMAGE": build_image}
     inputs = BuildInputs(tree, series, request.version, request.arch, variant=request.variant,
                          debug=request.debug, config=config, fragments=fragments,
                          extra_args=extra, source_sha256=source.sha256,
@@ -204,6 +205,16 @@ def choose_jobs(engine: Engine, requested: int) -> int:
                 f"use --jobs {fits} or give the engine more memory")
         return requested
     return resources.jobs_for(engine.cpus or 1, memory or resources.memory_needed(1))
+
+
+def series_jobs(p: Plan) -> int:
+    """MAKE_JOBS from the build-args (how linuxkit users cap jobs today), or 0."""
+    raw = p.inputs.build_args().get("MAKE_JOBS", "")
+    if not raw:
+        return 0
+    if not raw.isdigit() or int(raw) < 1:
+        raise UserError(f"MAKE_JOBS={raw!r} in the build-args is not a positive number")
+    return int(raw)
 
 
 def check_disk(settings: Settings, engine: Engine) -> None:
@@ -434,7 +445,7 @@ def build(settings: Settings, request: Request) -> Result:
         return Result(wanted, existing["Id"], labels.get(f"{LABEL}.release", ""),
                       labels.get(f"{LABEL}.vermagic", ""), p.digest, p.arch.name,
                       request.version, time.monotonic() - started, 0, True)
-    jobs = choose_jobs(engine, request.jobs or settings.jobs)
+    jobs = choose_jobs(engine, request.jobs or settings.jobs or series_jobs(p))
     check_disk(settings, engine)
     ensure_build_image(engine, p.build_image)
     if request.native and resolve(str(engine.info().get("Architecture"))).name != p.arch.name:

@@ -20,7 +20,8 @@ cmp -s /kconfig/final/.config "$build/.config" || cp /kconfig/final/.config "$bu
 jobs=${MAKE_JOBS:-$(getconf _NPROCESSORS_ONLN)}
 echo "lkbuild: make -j$jobs $make_args in $build"
 make -s O="$build" $make_args olddefconfig
-make O="$build" $make_args -j"$jobs" all
+# The UAPI headers are made in the same parallel make, and incrementally, in the build dir.
+make O="$build" $make_args -j"$jobs" all headers
 
 release=$(make -s O="$build" $make_args kernelrelease)
 img="$out/image"
@@ -29,6 +30,7 @@ cp "$build/System.map" "$img/System.map"
 cp "$build/.config" "$img/config"
 [ "${DEBUG:-0}" = 1 ] && cp "$build/vmlinux" "$img/vmlinux"
 
+echo "lkbuild: packaging modules"
 # /kernel.tar: the modules_install tree, its build link pointing at the headers in kernel-dev.
 mods=/tmp/lkbuild-modules
 rm -rf "$mods"; mkdir -p "$mods/lib/modules/$release"
@@ -40,11 +42,9 @@ ln -s "/usr/src/linux-headers-$release" "$mods/lib/modules/$release/build"
 tar --numeric-owner -C "$mods" -cf "$img/kernel.tar" lib
 
 # /kernel-headers.tar: the UAPI headers.
-hdr=/tmp/lkbuild-headers
-rm -rf "$hdr"; mkdir -p "$hdr/usr"
-make -s O="$build" $make_args INSTALL_HDR_PATH="$hdr/usr" headers_install
-tar --numeric-owner -C "$hdr" -cf "$img/kernel-headers.tar" usr
+tar --numeric-owner --exclude=".*" -C "$build" -cf "$img/kernel-headers.tar" usr/include
 
+echo "lkbuild: packaging kernel-dev"
 # /kernel-dev.tar: one flat tree to build modules against (make -C DIR M=...): the source's
 # Makefiles, Kconfig, include/ and scripts/, with the build's generated files and host tools.
 dev="$out/dev"
@@ -67,6 +67,7 @@ for f in tools/objtool/objtool tools/bpf/resolve_btfids/resolve_btfids; do
 done
 tar --numeric-owner -C "$dev" -cf "$img/kernel-dev.tar" "$devsrc"
 
+echo "lkbuild: collecting facts"
 # Facts: what modules must match.
 vermagic=""
 if [ -f kernel/module/main.o ]; then

@@ -10,8 +10,10 @@ from tests.integration.kernels import lkbuild, remove_images, small_args, source
 
 @pytest.fixture(scope="session")
 def kernel_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    yield tmp_path_factory.mktemp("kernel-cache")
+    cache = tmp_path_factory.mktemp("kernel-cache")
+    yield cache
     remove_images()
+    lkbuild(cache, "prune")  # the session's build dirs and unpacked sources
 
 
 @pytest.fixture(scope="session")
