@@ -303,22 +303,25 @@ def _hash_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def digest(path: Path | str, cache_dir: Path | None = None) -> str:
-    """sha256 of a file, remembered by (path, size, mtime, inode) so a big tarball is read once.
-
-    `cache_dir` defaults to the setting cache_dir.
-    """
+def _remembered(path: Path | str, cache_dir: Path | None, field: str,
+                compute: Callable[[Path], str]) -> str:
+    """`compute(path)`, remembered by (path, size, mtime, inode) so a big tarball is read once."""
     path = Path(path)
     cache_dir = _default_cache_dir() if cache_dir is None else cache_dir
     try:
-        known = _lookup(cache_dir, path, "sha256")
+        known = _lookup(cache_dir, path, field)
     except OSError as exc:
         raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
     if known is not None:
         return known
-    value = _hash_file(path)
-    _remember(cache_dir, path, sha256=value)
+    value = compute(path)
+    _remember(cache_dir, path, **{field: value})
     return value
+
+
+def digest(path: Path | str, cache_dir: Path | None = None) -> str:
+    """sha256 of a file (remembered; `cache_dir` defaults to the setting cache_dir)."""
+    return _remembered(path, cache_dir, "sha256", _hash_file)
 
 
 def _read_tarball_version(path: Path) -> str:
@@ -345,21 +348,8 @@ def _read_tarball_version(path: Path) -> str:
 
 
 def tarball_version(path: Path | str, cache_dir: Path | None = None) -> str:
-    """Kernel version inside a source tarball (from its Makefile), remembered like `digest`.
-
-    `cache_dir` defaults to the setting cache_dir.
-    """
-    path = Path(path)
-    cache_dir = _default_cache_dir() if cache_dir is None else cache_dir
-    try:
-        known = _lookup(cache_dir, path, "version")
-    except OSError as exc:
-        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if known is not None:
-        return known
-    value = _read_tarball_version(path)
-    _remember(cache_dir, path, version=value)
-    return value
+    """Kernel version inside a source tarball, from its Makefile (remembered like `digest`)."""
+    return _remembered(path, cache_dir, "version", _read_tarball_version)
 
 
 # ---------------------------------------------------------------------------------------------
