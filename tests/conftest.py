@@ -93,3 +93,12 @@ def make_tree(root: Path, series: dict[str, dict[str, str]] | None = None) -> Pa
 @pytest.fixture
 def tree(tmp_path: Path) -> Path:
     return make_tree(tmp_path / "kernel")
+
+
+def alive(pid: int) -> bool:
+    """Whether a process we started is still running."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -3,9 +3,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Iterator
 
+import docker
 import pytest
 
 from tests.integration.kernels import lkbuild, remove_images, small_args, source_version
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[docker.DockerClient]:
+    """The real engine, for checks made beside lkbuild (never to build or load modules)."""
+    client = docker.from_env(timeout=300)
+    yield client
+    client.close()
 
 
 @pytest.fixture(scope="session")

@@ -48,10 +48,8 @@ def error_lines(stderr: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def engine() -> Iterator[docker.DockerClient]:
-    client = docker.from_env(timeout=300)
-    yield client
-    client.close()
+def engine(docker_client: docker.DockerClient) -> docker.DockerClient:
+    return docker_client
 
 
 @pytest.fixture(scope="module")

@@ -5,12 +5,11 @@ The images come from `small_kernel_image`: the session's small kernels, built by
 from __future__ import annotations
 
 import io
-import os
 import tarfile
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import docker
 import docker.errors
@@ -20,18 +19,12 @@ from docker.models.containers import ContainerCollection
 from recipes import arch, engine, vm
 from recipes.errors import UserError
 from recipes.settings import Settings
+from tests.conftest import alive
 
 pytestmark = pytest.mark.slow
 
 UNAME = {"amd64": "x86_64", "arm64": "aarch64"}
 TIMEOUT = 90
-
-
-@pytest.fixture(scope="session")
-def docker_client() -> Iterator[docker.DockerClient]:
-    client = docker.from_env(timeout=300)
-    yield client
-    client.close()
 
 
 @pytest.fixture(scope="session")
@@ -55,14 +48,6 @@ def image_release(client: docker.DockerClient, ref: str) -> str:
         container.remove(force=True)
     return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)[
         "KERNEL_RELEASE"]
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import os
 import shutil
 import stat
 import struct
@@ -17,6 +16,7 @@ import pytest
 from recipes import arch, vm
 from recipes.errors import InfraError, UserError
 from recipes.settings import Settings
+from tests.conftest import alive
 
 AMD64 = arch.resolve("amd64")
 ARM64 = arch.resolve("arm64")
@@ -461,14 +461,6 @@ def test_result_json_is_plain_data(tmp_path):
 def test_boot_refuses_a_non_positive_timeout(tmp_path):
     with pytest.raises(UserError):
         vm.boot(Settings(files=[]), tmp_path, AMD64, timeout=0)
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_the_runner_logs_the_console_and_reports_a_clean_exit(tmp_path):
