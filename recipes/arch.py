@@ -30,6 +30,7 @@ class Arch:
     cross_package: str
     qemu: str
     console: str
+    vermagic: str
 
     def cross_prefix_from(self, build: "Arch") -> str:
         """CROSS_COMPILE for building this arch on `build`; empty when native."""

@@ -18,6 +18,7 @@ class Rule:
     pattern: re.Pattern[str]
     cause: str
     fix: str
+    user: bool = False  # the input is at fault (exit 2), not the build or the machine
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class Diagnosis:
     name: str
     cause: str
     fix: str
+    user: bool = False
 
 
 RULES: tuple[Rule, ...] = (
@@ -63,6 +65,15 @@ RULES: tuple[Rule, ...] = (
     Rule("cross-compiler", re.compile(r"(?P<cc>\S+-linux-gnu-gcc): (not found|No such file)"),
          "the build image has no cross compiler {cc}",
          "use an image with the cross compiler (inv bootstrap-image) or build with --native"),
+    Rule("no-kernel-dev", re.compile(r"lkbuild: the kernel image('s /kernel-dev\.tar has no "
+                                     r"usr/src/<dir>/\.config| has no /kernel-dev\.tar)"),
+         "the kernel image has no usable /kernel-dev.tar",
+         "modules need the kernel's headers: use an image with /kernel-dev.tar (every lkbuild "
+         "and linuxkit kernel image has one)", user=True),
+    Rule("no-ko", re.compile(r"lkbuild: the module build made no \.ko files"),
+         "the module build made no .ko files",
+         "the Makefile's default target must build the modules (make -C $KERNELDIR M=$PWD "
+         "modules), or use a Kbuild file with obj-m", user=True),
     Rule("compile", re.compile(r"(?P<line>\S+:\d+:\d+: error: .*)"),
          "the compiler failed: {line}",
          "fix the source, patch or config the error points at"),
@@ -75,7 +86,7 @@ def diagnose(text: str) -> Diagnosis | None:
         match = rule.pattern.search(text)
         if match:
             fields = {k: (v or "").strip() for k, v in match.groupdict().items()}
-            return Diagnosis(rule.name, rule.cause.format(**fields), rule.fix)
+            return Diagnosis(rule.name, rule.cause.format(**fields), rule.fix, rule.user)
     return None
 
 

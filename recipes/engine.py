@@ -17,7 +17,7 @@ import subprocess
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import docker
 import docker.errors
@@ -335,6 +335,39 @@ class Engine:
 
     def image_exists(self, ref: str) -> bool:
         return self.image(ref) is not None
+
+    def archives(self, ref: str, paths: Sequence[str], dest: Path) -> dict[str, Path]:
+        """Tar streams of `paths` inside an image, spooled to files in `dest`, never running it.
+
+        A container is created (never started; FROM scratch images have no command, so a
+        dummy one is given), copied from and removed again whatever happens. Paths the image
+        lacks are left out of the answer.
+        """
+        dest = Path(dest)
+        dest.mkdir(parents=True, exist_ok=True)
+        container = None
+        found: dict[str, Path] = {}
+        try:
+            with _wrapped(f"cannot create a container from {ref} on {self.describe()}"):
+                container = self.client.containers.create(
+                    ref, command=["/lkbuild-never-run"], network_disabled=True)
+            for n, path in enumerate(paths):
+                spool = dest / f"archive-{n}.tar"
+                try:
+                    chunks, _ = container.get_archive(path)
+                except docker.errors.NotFound:
+                    continue
+                with _wrapped(f"cannot copy {path} out of {ref}"), open(spool, "wb") as fh:
+                    for chunk in chunks:
+                        fh.write(chunk)
+                found[path] = spool
+        finally:
+            if container is not None:
+                try:
+                    container.remove(force=True)
+                except _WRAPPED:
+                    pass
+        return found
 
     def cli_args(self) -> list[str]:
         """Global docker CLI flags that select this engine (for `docker buildx ...`)."""

@@ -8,7 +8,6 @@ anything compiles), the compile (whose facts become labels), and the image itsel
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 import re
@@ -21,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
-from . import atomic, buildx, kconfig, resources, sources, ui
+from . import atomic, buildx, context, kconfig, resources, sources, ui
 from .arch import Arch, resolve
 from .diagnose import diagnose_file
 from .engine import Engine, connect
@@ -248,66 +247,14 @@ def ensure_build_image(engine: Engine, image: str) -> None:
             "lkbuild/build:bookworm (or set LKBUILD_BUILD_IMAGE)") from None
 
 
-@contextlib.contextmanager
-def _locked(path: Path, what: str) -> Iterator[None]:
-    """One build per staged context at a time; a second one waits and says so."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            ui.info(f"waiting for another build of {what} to finish")
-            fcntl.flock(fh, fcntl.LOCK_EX)
-        yield
-
-
-def _put(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write only when different, so BuildKit's context sync and layer cache see no change."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.is_file() and path.read_bytes() == data and (path.stat().st_mode & 0o777) == mode:
-        return
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
-
-
-def _sync_dir(target: Path, files: dict[str, tuple[bytes, int]]) -> None:
-    target.mkdir(parents=True, exist_ok=True)
-    for child in target.iterdir():
-        if child.name not in files:
-            shutil.rmtree(child) if child.is_dir() else child.unlink()
-    for name, (data, mode) in files.items():
-        _put(target / name, data, mode)
-
-
-def _link_source(target_dir: Path, tarball: Path) -> None:
-    """Hard-link the verified tarball into the context (a copy only across filesystems)."""
-    target_dir.mkdir(parents=True, exist_ok=True)
-    dest = target_dir / tarball.name
-    for child in target_dir.iterdir():
-        if child != dest:
-            child.unlink()
-    if dest.exists() and os.path.samestat(dest.stat(), tarball.stat()):
-        return
-    tmp = target_dir / f".{tarball.name}.tmp"
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
-    try:
-        os.link(tarball, tmp)
-    except OSError:
-        shutil.copy2(tarball, tmp)
-    os.replace(tmp, dest)
-
-
 def stage(p: Plan, ctx: Path) -> None:
     """The build context: Dockerfile, scripts, source, patches in order, config, fragments."""
-    _put(ctx / "Dockerfile", (RECIPE_DIR / "Dockerfile").read_bytes())
-    _sync_dir(ctx / "scripts", {f.name: (f.read_bytes(), 0o755)
+    context.put_file(ctx / "Dockerfile", (RECIPE_DIR / "Dockerfile").read_bytes())
+    context.sync_tree(ctx / "scripts", {f.name: (f.read_bytes(), 0o755)
                                 for f in sorted((RECIPE_DIR / "scripts").glob("*.sh"))})
-    _link_source(ctx / "source", p.source.path)
+    context.link_file(ctx / "source", p.source.path)
     patches = p.inputs.series.patches(p.request.variant)
-    _sync_dir(ctx / "patches", {f"{i:04d}-{f.name}": (f.read_bytes(), 0o644)
+    context.sync_tree(ctx / "patches", {f"{i:04d}-{f.name}": (f.read_bytes(), 0o644)
                                 for i, f in enumerate(patches, 1)})
     series_config = p.inputs.series.path / f"config-{p.arch.uname}"
     if p.inputs.config is not None:
@@ -320,10 +267,15 @@ def stage(p: Plan, ctx: Path) -> None:
         extra = d / f"config-{p.arch.uname}"
         if extra.is_file():
             config += b"\n" + extra.read_bytes()
-    _sync_dir(ctx / "config", {"config": (config, 0o644)})
-    _sync_dir(ctx / "config" / "fragments",
-              {f"{i:02d}-{f.name}": (f.read_bytes(), 0o644)
-               for i, f in enumerate(p.inputs.fragments, 1)})
+    context.sync_tree(ctx / "config", {
+        "config": (config, 0o644),
+        **{f"fragments/{i:02d}-{f.name}": (f.read_bytes(), 0o644)
+           for i, f in enumerate(p.inputs.fragments, 1)}})
+
+
+def builder_platform(engine: Engine) -> str:
+    """The platform the engine builds on: where a cross toolchain's binaries run."""
+    return resolve(str(engine.info().get("Architecture") or "x86_64")).platform
 
 
 def build_args(p: Plan, engine: Engine, jobs: int) -> dict[str, str]:
@@ -415,7 +367,7 @@ def session(settings: Settings, p: Plan, engine: Engine, jobs: int,
     """Stage the context under its lock and hold the lock while the build uses it."""
     log = log_path(settings, p)
     ctx = Path(settings.cache_dir) / "context" / p.cache_key
-    with _locked(ctx.with_suffix(".lock"), f"{p.request.version} {p.arch.name}"):
+    with context.locked(ctx.with_suffix(".lock"), f"{p.request.version} {p.arch.name}"):
         stage(p, ctx)
         args = build_args(p, engine, jobs)
         if kconfig_base:
@@ -470,10 +422,15 @@ def build(settings: Settings, request: Request) -> Result:
             f"{LABEL}.version": request.version,
             f"{LABEL}.arch": p.arch.name,
         }
+        if request.builder_image:
+            labels[f"{LABEL}.builder"] = p.builder_refs[0]
         s.run("packaging the kernel image", target="kernel", labels=labels, tags=p.refs)
         if request.builder_image:
+            # It runs where it was built (cross compiler, host tools for the build
+            # platform), so it carries the build platform, unless it is the target's own.
             s.run("making the builder image", target="builder", labels=labels,
-                  tags=p.builder_refs)
+                  tags=p.builder_refs,
+                  platform=p.arch.platform if request.native else builder_platform(engine))
         log = s.log
     image = engine.image(p.refs[0])
     if image is None:

@@ -690,3 +690,34 @@ def cached_sha256(settings: Settings, version: str) -> str | None:
     except UserError:
         return None
     return record["sha256"] if actual == record["sha256"] else None
+
+
+def fetch_pinned(settings: Settings, url: str, sha256: str, under: str) -> Path:
+    """A file pinned by its sha256 (a module's source), downloaded once into the cache.
+
+    A cached copy is trusted only while its digest still matches the pin; a download lands
+    beside its target and is renamed into place only once it matched.
+    """
+    if urllib.parse.urlsplit(url).scheme.lower() not in ("http", "https"):
+        raise UserError(f"unsupported source URL {url}", "use an http(s) URL")
+    name = url_file_name(url)
+    if not name:
+        raise UserError(f"source URL {url} names no file")
+    cache = Path(settings.cache_dir)
+    target = _sources_dir(settings) / under / name
+    if target.is_file() and digest(target, cache) == sha256:
+        return target
+    hint = "check the URL and the network, or pass --source with a local copy"
+    try:
+        with atomic.new_file(target) as tmp:
+            actual = _download(url, tmp, hint)
+            if actual != sha256:
+                raise VerifyError(f"{name} from {url} does not match its pin: expected sha256 "
+                                  f"{sha256}, got {actual}",
+                                  "the download is corrupt or the server sends other content; "
+                                  "nothing was kept")
+    except OSError as exc:
+        raise InfraError(f"cannot write into {target.parent}: {exc.strerror or exc}",
+                         "check LKBUILD_CACHE_DIR (setting cache_dir) and its free space") from None
+    _remember(cache, target, sha256=sha256)
+    return target

@@ -27,7 +27,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from . import ui
 from .arch import Arch, host as host_arch
@@ -38,6 +38,8 @@ MARK_BEGIN = "LKBUILD-VMTEST-BEGIN"
 MARK_RUN = "LKBUILD-VMTEST-RUN"
 MARK_PASS = "LKBUILD-VMTEST-PASS"
 MARK_FAIL = "LKBUILD-VMTEST-FAIL"
+LOADER_ERROR = "lkbuild-loader: error:"
+"""How a module loader states a problem; the first one is the verdict's reason."""
 
 MEMORY_MB = 256
 KILL_GRACE = 5.0
@@ -157,14 +159,7 @@ def kernel_files(directory: Path, source: str = "") -> KernelFiles:
 
 def extract_kernel(engine: Any, ref: str, dest_dir: Path,
                    arch: Arch | None = None) -> KernelFiles:
-    """Copy the files vmtest needs out of a kernel image, without ever running it.
-
-    The image is FROM scratch with no command, so a container is created (never started)
-    with a dummy command, copied from and removed again whatever happens.
-    """
-    import docker.errors
-    import requests.exceptions
-
+    """Copy the files vmtest needs out of a kernel image, without ever running it."""
     attrs = engine.image(ref)
     if attrs is None:
         raise UserError(f"kernel image {ref} does not exist on {engine.describe()}",
@@ -175,38 +170,17 @@ def extract_kernel(engine: Any, ref: str, dest_dir: Path,
                         f"use --arch {image_arch} or the {arch.name} image")
     dest_dir = Path(dest_dir)
     dest_dir.mkdir(parents=True, exist_ok=True)
-    wrapped = (docker.errors.DockerException, requests.exceptions.RequestException, OSError)
-    container = None
-    try:
-        try:
-            container = engine.client.containers.create(
-                ref, command=["/lkbuild-never-run"], network_disabled=True)
-        except wrapped as exc:
-            raise InfraError(f"cannot create a container from {ref} on {engine.describe()}: "
-                             f"{' '.join(str(exc).split())}") from None
-        for name in IMAGE_FILES:
-            try:
-                chunks, _ = container.get_archive(f"/{name}")
-                _untar_one(chunks, name, dest_dir / name)
-            except docker.errors.NotFound:
-                continue
-            except (tarfile.TarError, *wrapped) as exc:
-                raise InfraError(f"cannot copy /{name} out of {ref}: "
-                                 f"{' '.join(str(exc).split())}") from None
-    finally:
-        if container is not None:
-            with contextlib.suppress(*wrapped):
-                container.remove(force=True)
+    spooled = engine.archives(ref, [f"/{name}" for name in IMAGE_FILES], dest_dir / ".spool")
+    for name in IMAGE_FILES:
+        if f"/{name}" in spooled:
+            _untar_one(spooled[f"/{name}"], name, dest_dir / name, ref)
+    shutil.rmtree(dest_dir / ".spool", ignore_errors=True)
     return kernel_files(dest_dir, ref)
 
 
-def _untar_one(chunks: Iterable[bytes], name: str, dest: Path) -> None:
-    """Write the one regular file `name` from a get_archive tar stream to `dest`."""
-    spool = dest.with_name(dest.name + ".tar")
+def _untar_one(spool: Path, name: str, dest: Path, ref: str) -> None:
+    """Write the one regular file `name` from a spooled get_archive tar to `dest`."""
     try:
-        with open(spool, "wb") as fh:
-            for chunk in chunks:
-                fh.write(chunk)
         with tarfile.open(spool) as tar:
             member = tar.getmember(name)
             if not member.isfile():
@@ -215,9 +189,9 @@ def _untar_one(chunks: Iterable[bytes], name: str, dest: Path) -> None:
             assert src is not None
             with open(dest, "wb") as out:
                 shutil.copyfileobj(src, out)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            spool.unlink()
+    except (tarfile.TarError, KeyError, OSError) as exc:
+        raise InfraError(f"cannot copy /{name} out of {ref}: {' '.join(str(exc).split())}") \
+            from None
 
 
 # --- the initramfs ---------------------------------------------------------------------------
@@ -582,6 +556,9 @@ def verdict(console: str, release: str, exited: bool, timeout: float, seconds: f
             how = f"status {status >> 8}" if status & 0x7F == 0 else f"signal {status & 0x7F}"
             return False, _short(f"init exited with {how} (kernel panic: {why})", 200)
         return False, _short(f"kernel panic: {why}", 200)
+    loader_errors = [_after(l, LOADER_ERROR) for l in lines if LOADER_ERROR in l]
+    if fails and loader_errors:
+        return False, _short(f"the loader refused: {loader_errors[0]}", 300)
     if fails:
         return False, _short(f"init failed: {fails[0] or 'no reason given'}", 200)
     if booted and booted != release:
@@ -722,12 +699,14 @@ def boot(settings: Settings, ref_or_dir: str | Path, arch: Arch, *, timeout: flo
          extra_files: Mapping[str, Path] | None = None, commands: Sequence[str] | None = None,
          accel: str = "auto", kernel_modules: bool = False, init_script: str | None = None,
          engine: Any = None, busybox: Path | None = None, stream: bool = False,
-         append: str = "", on_start: Callable[[int], None] | None = None) -> VmResult:
+         append: str = "", on_start: Callable[[int], None] | None = None,
+         tars: Sequence[Path] = (), memory_mb: int = MEMORY_MB) -> VmResult:
     """Boot a kernel image (a ref, or a directory in its layout) and judge the console.
 
     `commands` run in the guest after the release marker and must all exit 0 (module loads);
     `extra_files` go into the initramfs at the given paths; `kernel_modules` adds the image's
-    own kernel.tar (lib/modules/<release>) so modprobe finds in-tree modules. `init_script`
+    own kernel.tar (lib/modules/<release>) so modprobe finds in-tree modules; `tars` are added
+    whole (a loader image's /lkbuild). `init_script`
     replaces the whole /init; `append` adds kernel parameters. A failed boot is a VmResult
     with passed False, not an exception; exceptions are for what stops the test from running
     at all.
@@ -752,11 +731,12 @@ def boot(settings: Settings, ref_or_dir: str | Path, arch: Arch, *, timeout: flo
             finally:
                 if own:
                     engine.close()
-        tars = [files.modules_tar] if kernel_modules and files.modules_tar else []
+        tars = ([files.modules_tar] if kernel_modules and files.modules_tar else []) \
+            + [Path(t) for t in tars]
         script = init_script if init_script is not None else default_init(arch, commands or ())
         initrd = make_initramfs(arch, work / "initramfs.cpio.gz", bb, script, extra_files,
                                 tars=tars)
-        cmd = qemu_command(arch, files.kernel, initrd, accel, append)
+        cmd = qemu_command(arch, files.kernel, initrd, accel, append, memory_mb)
         cmd[0] = qemu
         log = _log_path(settings, files.release, arch)
         ui.info(f"booting {files.source} ({files.release}, {arch.name}) in qemu; "

@@ -30,7 +30,7 @@ $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq -t bookworm --no-install-recommends \
   debootstrap linux-source-6.12 qemu-system-x86 qemu-system-arm busybox-static \
   gnupg gpgv xz-utils zstd cpio kmod openssh-server openssh-client docker-registry skopeo \
-  ca-certificates >/dev/null
+  ca-certificates curl >/dev/null
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -44,6 +44,15 @@ if [ ! -x /usr/local/lib/lkbuild/busybox-arm64 ]; then
   (cd "$work" && apt-get download -qq busybox-static:arm64/bookworm)
   dpkg -x "$work"/busybox-static_*_arm64.deb "$work/bb"
   $SUDO install -D -m 0755 "$work/bb/bin/busybox" /usr/local/lib/lkbuild/busybox-arm64
+fi
+
+# OpenZFS module sources for the zfs recipe's tests: the exact file module/zfs/recipe.yml pins
+# (lkbuild checks its sha256), so the tests never download anything themselves.
+zfs_deb=$(sed -n 's/^ *version: \(2\.[0-9.]*-[^ ]*\)$/zfs-dkms_\1_all.deb/p' module/zfs/recipe.yml)
+if [ ! -f "/usr/local/lib/lkbuild/sources/$zfs_deb" ]; then
+  $SUDO install -d /usr/local/lib/lkbuild/sources
+  (cd "$work" && curl -fsSLO "http://deb.debian.org/debian/pool/contrib/z/zfs-linux/$zfs_deb")
+  $SUDO install -m 0644 "$work/$zfs_deb" "/usr/local/lib/lkbuild/sources/$zfs_deb"
 fi
 
 python3 -m pip install -q --upgrade pip

@@ -5,9 +5,11 @@ tests/data, into a cache dir shared by the session so later tests reuse what ear
 """
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
+import tarfile
 import uuid
 from pathlib import Path
 
@@ -61,3 +63,28 @@ def remove_images(org: str = ORG) -> None:
         for tag in image.tags:
             if tag.startswith(f"{org}/"):
                 client.images.remove(tag, noprune=False)
+
+
+def image_files(ref: str) -> dict[str, tarfile.TarInfo | bytes]:
+    """Every regular file of a scratch image, read through a created (never started) container."""
+    import docker
+
+    client = docker.from_env()
+    container = client.containers.create(ref, command=["none"])
+    try:
+        stream = io.BytesIO(b"".join(container.export()))
+    finally:
+        container.remove(force=True)
+    out: dict = {}
+    with tarfile.open(fileobj=stream) as tar:
+        for member in tar.getmembers():
+            if member.isfile() and not member.name.startswith(("dev/", "etc/", "proc/", "sys/")) \
+                    and member.name != ".dockerenv":
+                out[member.name] = tar.extractfile(member).read()
+    return out
+
+
+def labels(ref: str) -> dict[str, str]:
+    import docker
+
+    return docker.from_env().images.get(ref).labels

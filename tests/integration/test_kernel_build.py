@@ -17,30 +17,10 @@ import docker
 import pytest
 
 from tests.conftest import make_tree
-from tests.integration.kernels import DATA, ORG, ROOT, SESSION, lkbuild, small_args
+from tests.integration.kernels import (DATA, ORG, ROOT, SESSION, image_files, labels, lkbuild,
+                                       small_args)
 
 pytestmark = pytest.mark.slow
-
-
-def image_files(ref: str) -> dict[str, tarfile.TarInfo | bytes]:
-    """Every regular file of a scratch image, read through a created (never started) container."""
-    client = docker.from_env()
-    container = client.containers.create(ref, command=["none"])
-    try:
-        stream = io.BytesIO(b"".join(container.export()))
-    finally:
-        container.remove(force=True)
-    out: dict = {}
-    with tarfile.open(fileobj=stream) as tar:
-        for member in tar.getmembers():
-            if member.isfile() and not member.name.startswith(("dev/", "etc/", "proc/", "sys/")) \
-                    and member.name != ".dockerenv":
-                out[member.name] = tar.extractfile(member).read()
-    return out
-
-
-def labels(ref: str) -> dict[str, str]:
-    return docker.from_env().images.get(ref).labels
 
 
 @pytest.mark.parametrize("arch,magic,platform", [("amd64", None, "amd64"),

@@ -1,0 +1,759 @@
+"""Kernel modules: built against a kernel image, checked, packaged as module and loader images.
+
+A module is only useful if it loads into one exact kernel, so everything here is checked
+against that kernel before anything is tagged: its config has what the module needs, the
+compiler is the one the kernel was built with, and every .ko carries the kernel's vermagic
+and ELF machine. The kernel is an lkbuild kernel (by version) or any image in linuxkit's
+layout (by reference); the compiler is its -builder image or the one it names.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import re
+import subprocess
+import tarfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from . import buildx, context, kconfig, kernel, modrecipe, sources, ui
+from .arch import Arch, resolve
+from .diagnose import diagnose_file
+from .engine import Engine
+from .errors import BuildError, UserError, VerifyError
+from .modrecipe import Module
+from .settings import ROOT, Settings
+from .vm import ELF_MACHINE, elf_facts, find_busybox
+
+RECIPE_DIR = ROOT / "module"
+"""lkbuild's module Dockerfile and scripts (whatever module_dir the recipes come from)."""
+LABEL = "org.lkbuild.module"
+HASH_LEN = 12
+HASH_SCHEMA = "lkbuild-module-inputs v1"
+TAG_BAD = re.compile(r"[^A-Za-z0-9_.-]")
+ERROR_LINE = re.compile(r"(error:|Error \d+|undefined!|No rule to make target|not found)")
+
+
+# --- pure parts: tags, vermagic, load order, facts -------------------------------------------
+
+def tag_part(text: str) -> str:
+    """A kernel release or version as it may stand in an image tag (6.12.0+ -> 6.12.0_)."""
+    return TAG_BAD.sub("_", text)
+
+
+def tags(version: str, release: str, arch: Arch, digest: str | None,
+         loader: bool = False) -> str:
+    """`<modver>-<release>[-loader][-<hash>]-<arch>`: the module, or the loader beside it."""
+    parts = [tag_part(version), tag_part(release)] + (["loader"] if loader else []) \
+        + ([digest] if digest else []) + [arch.name]
+    return "-".join(parts)[:128]
+
+
+def words(text: str) -> str:
+    """A vermagic with its spacing normalised (the kernel's ends in a space)."""
+    return " ".join(str(text).split())
+
+
+def config_vermagic(release: str, config: Mapping[str, str], arch: Arch) -> str:
+    """The vermagic include/linux/vermagic.h gives a kernel with this release and config.
+
+    A RANDSTRUCT kernel's seed hash is not in the config: the last word is then
+    `RANDSTRUCT_?`, which `same_vermagic` treats as any seed.
+    """
+    out = [release]
+    on = {k for k, v in config.items() if v == "y"}
+    if "CONFIG_SMP" in on:
+        out.append("SMP")
+    if "CONFIG_PREEMPT_BUILD" in on:
+        out.append("preempt")
+    elif "CONFIG_PREEMPT_RT" in on:
+        out.append("preempt_rt")
+    if "CONFIG_MODULE_UNLOAD" in on:
+        out.append("mod_unload")
+    if "CONFIG_MODVERSIONS" in on:
+        out.append("modversions")
+    if arch.vermagic:
+        out.append(arch.vermagic)
+    if on & {"CONFIG_RANDSTRUCT_FULL", "CONFIG_RANDSTRUCT_PERFORMANCE"}:
+        out.append("RANDSTRUCT_?")
+    return " ".join(out)
+
+
+def same_vermagic(kernel_side: str, module_side: str) -> bool:
+    a, b = words(kernel_side), words(module_side)
+    if a.endswith(" RANDSTRUCT_?"):
+        return a[:-len(" RANDSTRUCT_?")] == re.sub(r" RANDSTRUCT_\S+", "", b)
+    return a == b
+
+
+def vermagic_diff(kernel_side: str, module_side: str) -> str:
+    """The fields that differ, for a one-line refusal: `release 6.12.54 vs 6.12.54-x, ...`."""
+    a, b = words(kernel_side).split(), words(module_side).split()
+    parts = []
+    if (a[:1] or [""]) != (b[:1] or [""]):
+        parts.append(f"release {a[0] if a else '?'} vs {b[0] if b else '?'}")
+    fa, fb = set(a[1:]), set(b[1:])
+    if fa - fb:
+        parts.append(f"kernel has {' '.join(sorted(fa - fb))}")
+    if fb - fa:
+        parts.append(f"module has {' '.join(sorted(fb - fa))}")
+    return ", ".join(parts) or "same words in another order"
+
+
+@dataclass(frozen=True)
+class Built:
+    """One .ko the build made: its module name, file under lib/modules/<rel>/, facts."""
+
+    name: str
+    file: str
+    vermagic: str
+    depends: tuple[str, ...]
+
+
+def parse_module_facts(text: str) -> list[Built]:
+    """build.sh's facts: name TAB file TAB vermagic TAB depends(comma-separated)."""
+    out = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        fields = (line.split("\t") + ["", "", "", ""])[:4]
+        deps = tuple(d.strip().replace("-", "_") for d in fields[3].split(",") if d.strip())
+        out.append(Built(fields[0].strip(), fields[1].strip(), fields[2], deps))
+    return out
+
+
+def load_order(built: Sequence[Built]) -> list[Built]:
+    """Dependencies first (depth-first over `depends`, ties by name); a cycle is an error."""
+    by_name = {b.name.replace("-", "_"): b for b in built}
+    done: list[Built] = []
+    state: dict[str, str] = {}
+
+    def visit(name: str, chain: tuple[str, ...]) -> None:
+        if state.get(name) == "done" or name not in by_name:
+            return
+        if state.get(name) == "busy":
+            raise BuildError(f"the modules depend on each other in a cycle: "
+                             f"{' -> '.join(chain + (name,))}")
+        state[name] = "busy"
+        for dep in sorted(by_name[name].depends):
+            visit(dep, chain + (name,))
+        state[name] = "done"
+        done.append(by_name[name])
+
+    for name in sorted(by_name):
+        visit(name, ())
+    return done
+
+
+def missing_config(config: Mapping[str, str], require: Sequence[str],
+                   forbid: Sequence[str]) -> list[str]:
+    """Every required option that is off and every forbidden one that is on."""
+    out = [f"{sym} must be y or m (is {kconfig.show(config.get(sym))})"
+           for sym in require if config.get(sym) not in ("y", "m")]
+    out += [f"{sym} must be off (is {config[sym]})"
+            for sym in forbid if config.get(sym) not in (None, "n")]
+    return out
+
+
+def loader_conf(module: Module, release: str, vermagic: str, arch: Arch,
+                config_sha256: str) -> str:
+    """The loader's settings, as sh assignments with single-quoted values."""
+    def q(value: str) -> str:
+        return "'" + str(value).replace("'", "'\\''") + "'"
+
+    values = {"LK_MODULE": module.name, "LK_VERSION": module.version, "LK_RELEASE": release,
+              "LK_VERMAGIC": words(vermagic), "LK_UNAME": arch.uname,
+              "LK_ARCH_VERMAGIC": arch.vermagic, "LK_CONFIG_SHA256": config_sha256}
+    return "".join(f"{k}={q(v)}\n" for k, v in values.items())
+
+
+def builder_candidates(ref: str, labels: Mapping[str, str], arch: Arch,
+                       builder_file: str = "") -> list[str]:
+    """Images that may hold the kernel's compiler, best first.
+
+    lkbuild's own label; the -builder tag beside the kernel's (linuxkit publishes
+    `linuxkit/kernel:6.6.13-builder` beside `6.6.13`; lkbuild puts the kind after the
+    version); then what /kernel-builder or the build-image label name (the plain compiler
+    image, headers unpacked by the module build).
+    """
+    out: list[str] = []
+
+    def add(candidate: str) -> None:
+        candidate = candidate.strip()
+        if candidate and candidate not in out and candidate != ref:
+            out.append(candidate)
+
+    add(labels.get(f"{kernel.LABEL}.builder", ""))
+    repo, sep, tag = ref.rpartition(":")
+    if sep and "/" not in tag:
+        version = labels.get(f"{kernel.LABEL}.version", "")
+        if version and tag.startswith(version + "-"):
+            add(f"{repo}:{version}-builder-{tag[len(version) + 1:]}")
+        suffix = f"-{arch.name}"
+        if tag.endswith(suffix):
+            add(f"{repo}:{tag[:-len(suffix)]}-builder{suffix}")
+            add(f"{repo}:{tag[:-len(suffix)]}-builder")
+        add(f"{repo}:{tag}-builder")
+    add(builder_file)
+    add(labels.get(f"{kernel.LABEL}.build-image", ""))
+    return out
+
+
+def error_lines(log: Path, limit: int = 8) -> list[str]:
+    """The compiler's own error lines from a build log, without BuildKit's step prefixes."""
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return []
+    out = []
+    for line in text.splitlines():
+        line = re.sub(r"^#\d+ [\d.]+ ", "", line).rstrip()
+        if ERROR_LINE.search(line) and not line.startswith(("ERROR: process", "------")) \
+                and line not in out:
+            out.append(line)
+    return out[:limit]
+
+
+# --- sources ---------------------------------------------------------------------------------
+
+def _archive_members(data: bytes, name: str) -> tarfile.TarFile:
+    """A tar from a .deb's data member or a (compressed) tarball, for reading."""
+    if data[:8] == b"!<arch>\n":  # a .deb: an ar archive holding data.tar.*
+        pos = 8
+        while pos + 60 <= len(data):
+            header = data[pos:pos + 60]
+            member = header[:16].decode().strip().rstrip("/")
+            size = int(header[48:58].decode().strip())
+            body = data[pos + 60:pos + 60 + size]
+            pos += 60 + size + (size % 2)
+            if member.startswith("data.tar"):
+                if member.endswith(".zst"):
+                    body = subprocess.run(["zstd", "-dc"], input=body, capture_output=True,
+                                          check=True).stdout
+                return tarfile.open(fileobj=io.BytesIO(body))
+        raise VerifyError(f"{name} is a .deb without a data.tar member")
+    return tarfile.open(fileobj=io.BytesIO(data))
+
+
+def archive_files(path: Path, subdir: str = "") -> dict[str, tuple[bytes, int]]:
+    """The regular files under `subdir` of a tarball or .deb, as relative path -> (bytes, mode)."""
+    try:
+        data = Path(path).read_bytes()
+        tar = _archive_members(data, Path(path).name)
+    except (OSError, tarfile.TarError, subprocess.CalledProcessError, ValueError) as exc:
+        raise VerifyError(f"cannot read the module source {path}: "
+                          f"{' '.join(str(exc).split())}") from None
+    prefix = subdir.strip("/").removeprefix("./")
+    out: dict[str, tuple[bytes, int]] = {}
+    with tar:
+        for member in tar:
+            name = member.name.removeprefix("./").strip("/")
+            if prefix:
+                if not name.startswith(prefix + "/"):
+                    continue
+                name = name[len(prefix) + 1:]
+            if not member.isfile() or ".." in name.split("/"):
+                continue
+            src = tar.extractfile(member)
+            out[name] = (src.read() if src else b"", 0o755 if member.mode & 0o100 else 0o644)
+    if not out:
+        where = f" under {prefix}/" if prefix else ""
+        raise VerifyError(f"the module source {path} has no files{where}",
+                          "check source.subdir in the recipe")
+    return out
+
+
+@dataclass
+class Sources:
+    files: dict[str, tuple[bytes, int]]
+    digest: str
+    origin: str
+
+
+def module_sources(settings: Settings, module: Module, override: str = "") -> Sources:
+    """The module's source files, verified: a dir as it is, a download against its sha256."""
+    if override:
+        path = Path(override).expanduser().resolve()
+        if path.is_dir():
+            files = modrecipe.dir_files(path)
+            return Sources(files, modrecipe.files_digest(files), str(path))
+        if not path.is_file():
+            raise UserError(f"module source {path} does not exist",
+                            "give the recipe's archive or a source directory")
+        pinned = str(module.source.get("sha256") or "")
+        actual = sources.digest(path, Path(settings.cache_dir))
+        if pinned and actual != pinned:
+            raise VerifyError(f"{path} does not match the recipe of {module.name}: expected "
+                              f"sha256 {pinned}, got {actual}",
+                              f"use the file the recipe names ({modrecipe.source_url(module, settings.debian_mirror)})")
+        files = archive_files(path, str(module.source.get("subdir") or ""))
+        return Sources(files, modrecipe.files_digest(files), str(path))
+    if module.source_dir is not None:
+        files = modrecipe.dir_files(module.source_dir)
+        if not files:
+            raise UserError(f"module dir {module.source_dir} is empty")
+        return Sources(files, modrecipe.files_digest(files), str(module.source_dir))
+    url = modrecipe.source_url(module, settings.debian_mirror)
+    path = sources.fetch_pinned(settings, url, str(module.source["sha256"]),
+                                f"modules/{module.name}")
+    files = archive_files(path, str(module.source.get("subdir") or ""))
+    return Sources(files, modrecipe.files_digest(files), url)
+
+
+# --- the kernel a module is built for --------------------------------------------------------
+
+@dataclass
+class KernelTarget:
+    """The kernel image a module is built against, and the image that has its compiler."""
+
+    ref: str
+    image_id: str
+    arch: Arch
+    labels: dict[str, str]
+    builder: str = ""
+    builder_id: str = ""
+    builder_arch: str = ""
+    builder_labels: dict[str, str] = field(default_factory=dict)
+    builder_env: list[str] = field(default_factory=list)
+    tried: list[str] = field(default_factory=list)
+
+    @property
+    def release(self) -> str:
+        return self.labels.get(f"{kernel.LABEL}.release", "")
+
+
+def kernel_target(settings: Settings, engine: Engine, spec: str, arch: Arch | None,
+                  plan_for: Callable[[str, Arch], kernel.Plan]) -> KernelTarget:
+    """--kernel V (lkbuild's image for that version and the build flags) or an image ref."""
+    from .vm import is_version
+
+    spec = (spec or "").strip()
+    if not spec:
+        raise UserError("--kernel is required", "a kernel version (6.12.54) or an image "
+                        "reference (linuxkit/kernel:6.12.52)")
+    if is_version(spec):
+        a = arch or resolve_host()
+        p = plan_for(spec, a)
+        ref = p.refs[0]
+        attrs = engine.image(ref)
+        if attrs is None:
+            raise UserError(f"kernel image {ref} does not exist on {engine.describe()}",
+                            f"build it first with `inv build --version {spec} --arch {a.name}` "
+                            "and the same flags")
+    else:
+        ref = spec
+        attrs = engine.image(ref)
+        if attrs is None:
+            raise UserError(f"kernel image {ref} does not exist on {engine.describe()}",
+                            f"pull it (docker pull {ref}) or build it with inv build")
+    image_arch = str(attrs.get("Architecture") or "")
+    if arch is None:
+        arch = resolve(image_arch) if image_arch else resolve_host()
+    elif image_arch and resolve(image_arch).name != arch.name:
+        raise UserError(f"kernel image {ref} is for {image_arch}, not {arch.name}",
+                        f"use --arch {image_arch} or the {arch.name} image")
+    labels = dict((attrs.get("Config") or {}).get("Labels") or {})
+    return KernelTarget(ref, str(attrs["Id"]), arch, labels)
+
+
+def resolve_host() -> Arch:
+    from .arch import host
+
+    return host()
+
+
+def dev_present(target: KernelTarget) -> bool:
+    """The builder is lkbuild's -builder image of this very kernel: kernel-dev is in it."""
+    digest = target.labels.get(f"{kernel.LABEL}.hash", "")
+    return bool(digest) and target.builder_labels.get(f"{kernel.LABEL}.hash") == digest \
+        and target.builder_labels.get(f"{kernel.LABEL}.release") == target.release
+
+
+def toolchain_of(target: KernelTarget, build_arch: Arch) -> tuple[str, str]:
+    """How the builder runs: ("cross", CROSS_COMPILE) on the build platform, or ("native",
+    "") as the target arch (emulated when that is foreign).
+
+    lkbuild's -builder image of a cross-built kernel says so in its environment
+    (CROSS_COMPILE); its image platform is the target's, its binaries the build platform's.
+    A plain image for the build platform (the offline build image) cross-compiles when it
+    has the target's compiler.
+    """
+    env = dict(e.split("=", 1) for e in target.builder_env if "=" in e)
+    if env.get("CROSS_COMPILE"):
+        return "cross", env["CROSS_COMPILE"]
+    runs_as = resolve(target.builder_arch) if target.builder_arch else build_arch
+    if runs_as.name == build_arch.name:
+        return "cross", "" if build_arch.name == target.arch.name else target.arch.cross_compile
+    return "native", ""
+
+
+def find_builder(engine: Engine, target: KernelTarget, override: str = "") -> None:
+    """Fill in the builder image: --builder-image, else the first candidate on the engine."""
+    if override:
+        candidates = [override]
+    else:
+        builder_file = ""
+        if f"{kernel.LABEL}.builder" not in target.labels:
+            import tempfile
+
+            with tempfile.TemporaryDirectory(prefix="lkbuild-") as tmp:
+                spooled = engine.archives(target.ref, ["/kernel-builder"], Path(tmp))
+                if "/kernel-builder" in spooled:
+                    with tarfile.open(spooled["/kernel-builder"]) as tar:
+                        member = tar.extractfile("kernel-builder")
+                        builder_file = member.read().decode(errors="replace").strip() \
+                            if member else ""
+        candidates = builder_candidates(target.ref, target.labels, target.arch, builder_file)
+    target.tried = candidates
+    for candidate in candidates:
+        attrs = engine.image(candidate)
+        if attrs is not None:
+            target.builder = candidate
+            target.builder_id = str(attrs["Id"])
+            target.builder_arch = str(attrs.get("Architecture") or "")
+            target.builder_labels = dict((attrs.get("Config") or {}).get("Labels") or {})
+            target.builder_env = list((attrs.get("Config") or {}).get("Env") or [])
+            return
+    needs = target.labels.get(f"{kernel.LABEL}.compiler", "")
+    need = f"it was built with {needs!r}; " if needs else ""
+    raise UserError(
+        f"no compiler image for kernel {target.ref} on {engine.describe()}: {need}looked for "
+        f"{', '.join(candidates) or 'nothing (the image names no builder)'}",
+        "pull or build the kernel's -builder image, or pass --builder-image with the same "
+        "compiler")
+
+
+# --- the build -------------------------------------------------------------------------------
+
+@dataclass
+class Request:
+    module: str
+    kernel: str
+    arch: Arch | None = None
+    version: str = ""
+    source: str = ""
+    builder_image: str = ""
+    jobs: int = 0
+    force: bool = False
+    builders: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Result:
+    module: str
+    version: str
+    arch: str
+    release: str
+    vermagic: str
+    kernel: str
+    refs: list[str]
+    loader_refs: list[str]
+    modules: list[str]
+    digest: str
+    skipped: bool
+    seconds: float
+    log: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        return {"module": self.module, "version": self.version, "arch": self.arch,
+                "release": self.release, "vermagic": self.vermagic, "kernel": self.kernel,
+                "refs": self.refs, "loader_refs": self.loader_refs, "modules": self.modules,
+                "hash": self.digest, "skipped": self.skipped,
+                "seconds": round(self.seconds, 2), "log": self.log}
+
+
+def repository(settings: Settings, module: Module) -> str:
+    return kernel.repository(settings, module.name)
+
+
+def inputs_digest(module: Module, src: Sources, steps: str, target: KernelTarget,
+                  busybox_sha: str, toolchain: str, cross_compile: str) -> str:
+    """Everything that decides the images: recipe, sources, steps, lkbuild's module recipe
+    files, the kernel and builder images (by ID), the loader's busybox and the arch."""
+    lines = [HASH_SCHEMA, f"module {module.name} {module.version}", f"arch {target.arch.name}",
+             f"toolchain {toolchain} {cross_compile}", f"sources {src.digest}",
+             f"steps {hashlib.sha256(steps.encode()).hexdigest()}",
+             f"modules {' '.join(module.modules)}",
+             f"kernel {target.image_id}", f"builder {target.builder_id}",
+             f"busybox {busybox_sha}"]
+    if module.recipe is not None:
+        lines.append(f"recipe {hashlib.sha256(module.recipe.read_bytes()).hexdigest()}")
+    for path in sorted(RECIPE_DIR.rglob("*")):
+        rel = path.relative_to(RECIPE_DIR)
+        if path.is_file() and rel.parts[0] in ("Dockerfile", "scripts"):
+            lines.append(f"file {rel.as_posix()} {hashlib.sha256(path.read_bytes()).hexdigest()}")
+    return hashlib.sha256(("\n".join(lines) + "\n").encode()).hexdigest()[:HASH_LEN]
+
+
+def stage(ctx: Path, src: Sources, steps: str, modules: Sequence[str], busybox: Path) -> None:
+    """The module build context: Dockerfile, scripts, sources, steps and the loader's busybox."""
+    context.put_file(ctx / "Dockerfile", (RECIPE_DIR / "Dockerfile").read_bytes())
+    context.sync_tree(ctx / "scripts", {f.name: (f.read_bytes(), 0o755)
+                                 for f in sorted((RECIPE_DIR / "scripts").glob("*.sh"))})
+    context.sync_tree(ctx / "src", src.files)
+    context.sync_tree(ctx / "steps", {"build.sh": (steps.encode(), 0o755),
+                                      "modules": ("".join(f"{m}\n" for m in modules).encode(),
+                                                  0o644)})
+    context.sync_tree(ctx / "busybox", {"busybox": (busybox.read_bytes(), 0o755)})
+    context.sync_tree(ctx / "loader", {"loader.conf": (b"", 0o644), "modules": (b"", 0o644)})
+
+
+def log_path(settings: Settings, module: Module, arch: Arch) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path(settings.cache_dir) / "logs" / f"module-{module.name}-{arch.name}-{stamp}.log"
+
+
+def _run(engine: Engine, b: buildx.Build, log: Path, what: str) -> None:
+    """One buildx step; a failure becomes one line with its cause, fix and log."""
+    code = buildx.run(buildx.command(b, engine.cli_args()), engine.cli_env(), log)
+    if code == 0:
+        return
+    found = diagnose_file(log)
+    if found is not None and found.name == "compile":
+        for line in error_lines(log):
+            ui.info(f"  {line}")
+    if found is not None:
+        raise (UserError if found.user else BuildError)(
+            f"{what} failed: {found.cause}", f"{found.fix}; log: {log}")
+    lines = error_lines(log, 3)
+    detail = f": {lines[-1]}" if lines else f" (buildx exit {code})"
+    raise BuildError(f"{what} failed{detail}", f"see the log: {log}")
+
+
+def _facts(directory: Path) -> dict[str, str]:
+    return {f.name: f.read_text().strip("\n") for f in directory.iterdir() if f.is_file()}
+
+
+# --- the loader in a VM ----------------------------------------------------------------------
+
+LOADER_DIR = "/lkbuild"
+
+
+@dataclass
+class Loader:
+    """A loader image's own files, ready for a test VM's initramfs."""
+
+    ref: str
+    tar: Path  # /lkbuild as a tar (lkbuild/...)
+    modules: list[str]
+    release: str
+
+    def commands(self) -> list[str]:
+        """Run the image's entrypoint logic, then prove each module is live."""
+        return [f"{LOADER_DIR}/bin/busybox sh {LOADER_DIR}/load"] + \
+            [f"grep -q '^{m} ' /proc/modules || {{ echo '{m} is not in /proc/modules'; "
+             "exit 1; }" for m in self.modules]
+
+
+def loader_ref(settings: Settings, engine: Engine, spec: str, request: Request,
+               plan_for: Callable[[str, Arch], kernel.Plan]) -> str:
+    """--module for vmtest: a module or loader image ref, or NAME|PATH built for --kernel."""
+    spec = spec.strip()
+    if (":" in spec or "@" in spec) and not Path(spec).expanduser().exists():
+        attrs = engine.image(spec)
+        if attrs is None:
+            raise UserError(f"module image {spec} does not exist on {engine.describe()}",
+                            "build it with inv buildmodule, or pull it")
+        labels = (attrs.get("Config") or {}).get("Labels") or {}
+        loader = labels.get(f"{LABEL}.loader", "")
+        if not loader:
+            raise UserError(f"{spec} is not an lkbuild module or loader image (no "
+                            f"{LABEL}.loader label)", "give the image inv buildmodule printed")
+        return loader
+    p = plan(settings, dataclasses.replace(request, module=spec), plan_for)
+    release = p.target.release
+    found = existing(p, release, time.monotonic()) if release else None
+    if found is None:
+        raise UserError(f"module {p.module.name} is not built for {p.target.ref} with these "
+                        "inputs", f"build it first: inv buildmodule --kernel {request.kernel} "
+                        f"--arch {p.arch.name} --module {spec}")
+    return found.loader_refs[0]
+
+
+def loader_files(engine: Engine, ref: str, dest: Path) -> Loader:
+    """Copy /lkbuild out of a loader image (never running it) and read its module list."""
+    attrs = engine.image(ref)
+    if attrs is None:
+        raise UserError(f"loader image {ref} does not exist on {engine.describe()}",
+                        "build it with inv buildmodule")
+    labels = (attrs.get("Config") or {}).get("Labels") or {}
+    spooled = engine.archives(ref, [LOADER_DIR], dest)
+    if LOADER_DIR not in spooled:
+        raise UserError(f"{ref} has no {LOADER_DIR}: not an lkbuild loader image")
+    modules = labels.get(f"{LABEL}.modules", "").split()
+    return Loader(ref, spooled[LOADER_DIR], modules, labels.get(f"{LABEL}.kernel.release", ""))
+
+
+@dataclass
+class Plan:
+    """A module request resolved against the engine: everything but the compile."""
+
+    module: Module
+    target: KernelTarget
+    engine: Engine
+    steps: str
+    src: Sources
+    busybox: Path
+    toolchain: str
+    cross_compile: str
+    digest: str
+    repo: str
+
+    @property
+    def arch(self) -> Arch:
+        return self.target.arch
+
+    def refs(self, release: str, loader: bool = False) -> list[str]:
+        v, a = self.module.version, self.arch
+        return [f"{self.repo}:{tags(v, release, a, self.digest, loader)}",
+                f"{self.repo}:{tags(v, release, a, None, loader)}"]
+
+
+def plan(settings: Settings, request: Request,
+         plan_for: Callable[[str, Arch], kernel.Plan]) -> Plan:
+    """Resolve module, kernel, compiler and sources, and hash them, without building."""
+    module = modrecipe.resolve(settings, request.module, request.version)
+    steps = modrecipe.steps_script(module, modrecipe.build_mode_or_steps(module))
+    engine = buildx.engine_for(settings, request.arch or resolve_host(), request.builders)
+    target = kernel_target(settings, engine, request.kernel, request.arch, plan_for)
+    arch = target.arch
+    find_builder(engine, target, request.builder_image)
+    build_arch = resolve(str(engine.info().get("Architecture") or "x86_64"))
+    toolchain, cross_compile = toolchain_of(target, build_arch)
+    if toolchain == "native" and build_arch.name != arch.name:
+        ui.warn(f"{target.builder} runs as {arch.name}: the module build is emulated on "
+                f"{engine.describe()} and slow")
+    busybox = find_busybox(arch)
+    src = module_sources(settings, module, request.source)
+    digest = inputs_digest(module, src, steps, target,
+                           sources.digest(busybox, Path(settings.cache_dir)), toolchain,
+                           cross_compile)
+    return Plan(module, target, engine, steps, src, busybox, toolchain, cross_compile, digest,
+                repository(settings, module))
+
+
+def existing(p: Plan, release: str, started: float) -> Result | None:
+    """The result of an earlier build with the same inputs, when all its images are there."""
+    refs, loader_refs = p.refs(release), p.refs(release, loader=True)
+    found = p.engine.image(refs[0])
+    if found is None or not all(p.engine.image_exists(r) for r in refs[1:] + loader_refs):
+        return None
+    labels = (found.get("Config") or {}).get("Labels") or {}
+    ui.info(f"{refs[0]} is up to date (hash {p.digest}); --force rebuilds it")
+    return Result(p.module.name, p.module.version, p.arch.name, release,
+                  labels.get(f"{LABEL}.vermagic", ""), p.target.ref, refs, loader_refs,
+                  labels.get(f"{LABEL}.modules", "").split(), p.digest, True,
+                  time.monotonic() - started)
+
+
+def build(settings: Settings, request: Request,
+          plan_for: Callable[[str, Arch], kernel.Plan]) -> Result:
+    """Build one module for one kernel; skip it when its images exist for these inputs."""
+    import tempfile
+
+    started = time.monotonic()
+    p = plan(settings, request, plan_for)
+    module, target, arch, engine = p.module, p.target, p.arch, p.engine
+    if target.release and not request.force:
+        done = existing(p, target.release, started)
+        if done is not None:
+            return done
+    jobs = kernel.choose_jobs(engine, request.jobs or settings.jobs)
+    log = log_path(settings, module, arch)
+    ctx = Path(settings.cache_dir) / "context" / \
+        f"module-{kernel.cache_scope(settings.cache_id)}-{module.name}-{arch.name}"
+    with context.locked(ctx.with_suffix(".lock"), f"module {module.name} for {arch.name}"), \
+            tempfile.TemporaryDirectory(prefix="lkbuild-") as tmp:
+        stage(ctx, p.src, p.steps, module.modules, p.busybox)
+        args = {"KERNEL_IMAGE": target.ref, "BUILDER_IMAGE": target.builder,
+                "TOOLCHAIN": p.toolchain, "LK_ARCH": arch.kernel_arch,
+                "LK_CROSS_COMPILE": p.cross_compile,
+                "LK_CROSS_HOST": p.cross_compile.rstrip("-"), "MAKE_JOBS": str(jobs),
+                "LK_DEV_PRESENT": "1" if dev_present(target) else "0",
+                "LK_FIND_VERMAGIC": "0" if target.labels.get(f"{kernel.LABEL}.vermagic")
+                else "1"}
+        base: dict[str, Any] = dict(context=ctx, platform=arch.platform, args=args,
+                                    builder=settings.builder_name)
+
+        def step(what: str, **kw: Any) -> None:
+            _run(engine, buildx.Build(**{**base, **kw}), log, what)
+
+        ui.info(f"building module {module.name} {module.version} for {target.ref} with "
+                f"{target.builder} (make -j{jobs}); log: {log}")
+        kfacts = Path(tmp) / "kfacts"
+        step("reading the kernel's headers", target="kfacts", local_output=kfacts)
+        facts = _facts(kfacts)
+        release = facts.get("release", "") or target.release
+        if not target.release and not request.force:
+            done = existing(p, release, started)
+            if done is not None:
+                return done
+        config = kconfig.parse(facts.get("config", ""))
+        problems = missing_config(config, module.require, module.forbid)
+        if problems:
+            raise UserError(f"kernel {target.ref} lacks what {module.name} needs "
+                            f"({len(problems)}): {'; '.join(problems)}",
+                            "build a kernel with them (inv build --fragment FILE)")
+        need, have = facts.get("kernel-compiler", ""), facts.get("builder-compiler", "")
+        if need and need != have:
+            raise UserError(
+                f"kernel {target.ref} was built with {need!r} but {target.builder} has "
+                f"{have or 'no such compiler'!r}",
+                "use the kernel's own -builder image or pass --builder-image with that "
+                "compiler")
+        kernel_vermagic = target.labels.get(f"{kernel.LABEL}.vermagic", "") \
+            or facts.get("vermagic", "") or config_vermagic(release, config, arch)
+        config_sha = hashlib.sha256((kfacts / "config").read_bytes()).hexdigest()
+
+        out = Path(tmp) / "built"
+        step(f"compiling {module.name}", target="built", local_output=out,
+             no_cache=request.force)
+        built = parse_module_facts((out / "facts" / "modules").read_text())
+        check_built(module, built, out / "root" / "lib" / "modules" / release, arch,
+                    kernel_vermagic, log)
+        order = load_order(built)
+        context.sync_tree(ctx / "loader", {
+            "loader.conf": (loader_conf(module, release, kernel_vermagic, arch,
+                                        config_sha).encode(), 0o644),
+            "modules": ("".join(f"{b.name}\t{b.file}\t{','.join(b.depends)}\n"
+                                for b in order).encode(), 0o644)})
+        refs, loader_refs = p.refs(release), p.refs(release, loader=True)
+        names = " ".join(b.name for b in order)
+        labels = {f"{LABEL}.name": module.name, f"{LABEL}.version": module.version,
+                  f"{LABEL}.modules": names, f"{LABEL}.kernel.release": release,
+                  f"{LABEL}.vermagic": words(kernel_vermagic),
+                  f"{LABEL}.kernel.config.sha256": config_sha,
+                  f"{LABEL}.kernel.image": target.ref, f"{LABEL}.builder": target.builder,
+                  f"{LABEL}.arch": arch.name, f"{LABEL}.hash": p.digest,
+                  f"{LABEL}.loader": loader_refs[0]}
+        step("packaging the module image", target="modules", labels=labels, tags=refs)
+        step("packaging the loader image", target="loader", labels=labels, tags=loader_refs)
+    return Result(module.name, module.version, arch.name, release, words(kernel_vermagic),
+                  target.ref, refs, loader_refs, names.split(), p.digest, False,
+                  time.monotonic() - started, str(log))
+
+
+def check_built(module: Module, built: Sequence[Built], root: Path, arch: Arch,
+                kernel_vermagic: str, log: Path) -> None:
+    """Nothing is tagged unless every .ko matches the kernel's vermagic and arch."""
+    if not built:
+        raise UserError(f"the build of {module.name} made no .ko files",
+                        f"its Makefile's default target must build them; log: {log}")
+    for b in built:
+        if not same_vermagic(kernel_vermagic, b.vermagic):
+            raise BuildError(
+                f"{b.name}.ko has vermagic {words(b.vermagic)!r}, the kernel has "
+                f"{words(kernel_vermagic)!r} ({vermagic_diff(kernel_vermagic, b.vermagic)})",
+                f"nothing was tagged; build against the kernel's own headers; log: {log}")
+        machine, _ = elf_facts(root / b.file)
+        if machine != ELF_MACHINE[arch.name]:
+            raise BuildError(f"{b.name}.ko is not an {arch.name} object (ELF machine "
+                             f"{machine})", f"nothing was tagged; log: {log}")
+    missing = sorted(set(module.modules) - {b.name for b in built})
+    if missing:
+        raise BuildError(f"the build of {module.name} did not make {', '.join(missing)}",
+                         f"nothing was tagged; log: {log}")

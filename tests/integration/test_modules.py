@@ -1,0 +1,307 @@
+"""Module builds through the real engine and BuildKit, loaded by their own loader in real qemu.
+
+The kernels are the session's small kernels (and small kernels with the options OpenZFS needs,
+or another localversion), built by lkbuild. Nothing here loads a module into this machine's
+kernel: the loader only ever runs inside a VM booted with the kernel the module was built for.
+"""
+from __future__ import annotations
+
+import io
+import re
+import tarfile
+from pathlib import Path
+from typing import Callable
+
+import docker
+import pytest
+
+from tests.integration.kernels import (DATA, ORG, image_files, labels, lkbuild, small_args)
+
+pytestmark = pytest.mark.slow
+
+ZFS_SOURCE = Path("/usr/local/lib/lkbuild/sources/zfs-dkms_2.3.2-2~bpo12+2_all.deb")
+ELF_MACHINE = {"amd64": 62, "arm64": 183}
+
+
+@pytest.fixture(scope="session")
+def kernel_variant(kernel_cache: Path, kver: str) -> Callable[[str, str], dict]:
+    """The small kernel with a fragment on top (zfs, another localversion), once a session."""
+    built: dict[tuple[str, str], dict] = {}
+
+    def get(arch: str, fragment: str) -> dict:
+        key = (arch, fragment)
+        if key not in built:
+            run = lkbuild(kernel_cache, "build", *small_args(kver, arch), "--fragment",
+                          str(DATA / fragment), "--json")
+            assert run.code == 0, run.err[-3000:]
+            (built[key],) = run.json()
+        return built[key]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def hello(kernel_cache: Path, small_kernel: Callable[[str], dict]) -> Callable[[str], dict]:
+    """`inv buildmodule --module hello` against the session's small kernel, once per arch."""
+    built: dict[str, dict] = {}
+
+    def get(arch: str) -> dict:
+        if arch not in built:
+            kernel = small_kernel(arch)["refs"][0]
+            run = lkbuild(kernel_cache, "buildmodule", "--kernel", kernel, "--module", "hello",
+                          "--json")
+            assert run.code == 0, run.err[-3000:]
+            built[arch] = run.json()
+        return built[arch]
+
+    return get
+
+
+def containers() -> set[str]:
+    return {c.id for c in docker.from_env().containers.list(all=True)}
+
+
+def one_error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.startswith("lkbuild: error:")]
+    assert len(lines) == 1, err[-2000:]
+    assert "Traceback" not in err
+    return lines[0]
+
+
+@pytest.mark.parametrize("arch", ["amd64", "arm64"])
+def test_hello_builds_into_a_module_image_and_a_loader_image(hello, small_kernel, kver, arch):
+    result = hello(arch)
+    kernel = small_kernel(arch)
+    release = kernel["release"]
+    assert result["release"] == release and result["modules"] == ["hello"]
+    assert result["vermagic"] == kernel["vermagic"]
+    assert result["refs"][1] == f"{ORG}/hello:1.0-{release}-{arch}"
+    assert re.fullmatch(rf"{ORG}/hello:1\.0-{release}-[0-9a-f]{{12}}-{arch}", result["refs"][0])
+    assert result["loader_refs"][1] == f"{ORG}/hello:1.0-{release}-loader-{arch}"
+
+    files = image_files(result["refs"][0])
+    ko = files[f"lib/modules/{release}/extra/hello.ko"]
+    assert ko[:4] == b"\x7fELF" and int.from_bytes(ko[18:20], "little") == ELF_MACHINE[arch]
+    assert f"lib/modules/{release}/modules.dep" in files
+    assert b"extra/hello.ko:" in files[f"lib/modules/{release}/modules.dep"]
+
+    lab = labels(result["refs"][0])
+    assert lab["org.lkbuild.module.kernel.release"] == release
+    assert lab["org.lkbuild.module.vermagic"] == kernel["vermagic"]
+    assert lab["org.lkbuild.module.kernel.config.sha256"] == \
+        labels(kernel["refs"][0])["org.lkbuild.kernel.config.sha256"]
+
+    loader = docker.from_env().images.get(result["loader_refs"][0])
+    assert loader.attrs["Architecture"] == arch
+    assert loader.attrs["Config"]["Entrypoint"] == ["/lkbuild/bin/busybox", "sh", "/lkbuild/load"]
+    loader_files = image_files(result["loader_refs"][0])
+    assert f"lkbuild/root/lib/modules/{release}/extra/hello.ko" in loader_files
+    assert loader_files["lkbuild/modules"].decode().split("\t")[0] == "hello"
+
+
+@pytest.mark.parametrize("arch", ["amd64", "arm64"])
+def test_hello_loads_in_qemu_with_the_kernel_it_was_built_for(hello, small_kernel, kernel_cache,
+                                                              arch):
+    result = hello(arch)
+    kernel = small_kernel(arch)["refs"][0]
+    before = containers()
+    run = lkbuild(kernel_cache, "vmtest", "--kernel", kernel, "--arch", arch, "--module",
+                  result["loader_refs"][0], "--json")
+    assert run.code == 0, run.err[-3000:]
+    verdict = run.json()
+    assert verdict["passed"], verdict
+    console = Path(verdict["log"]).read_text(errors="replace")
+    assert "lkbuild-loader: loaded hello" in console and "hello: loaded" in console
+    assert "LKBUILD-VMTEST-PASS" in console
+    assert containers() == before
+
+
+def test_a_module_named_by_recipe_is_found_for_vmtest_by_its_hash(hello, small_kernel,
+                                                                    kernel_cache, kver):
+    hello("amd64")
+    run = lkbuild(kernel_cache, "vmtest", *small_args(kver, "amd64"), "--module", "hello",
+                  "--json")
+    assert run.code == 0, run.err[-3000:]
+    assert run.json()["passed"]
+
+
+def test_an_unchanged_module_is_not_built_again(hello, small_kernel, kernel_cache):
+    first = hello("amd64")
+    again = lkbuild(kernel_cache, "buildmodule", "--kernel", small_kernel("amd64")["refs"][0],
+                    "--module", "hello", "--json")
+    assert again.code == 0, again.err[-2000:]
+    result = again.json()
+    assert result["skipped"] and result["refs"] == first["refs"]
+    assert result["seconds"] < 5
+
+
+def test_a_version_kernel_and_a_path_module_build_like_docker_module_builder(
+        small_kernel, kernel_cache, kver, tmp_path):
+    small_kernel("amd64")
+    mod = tmp_path / "greet"
+    mod.mkdir()
+    (mod / "greet.c").write_text(
+        '#include <linux/module.h>\n'
+        'static int __init g_init(void) { return 0; }\n'
+        'static void __exit g_exit(void) {}\n'
+        'module_init(g_init);\nmodule_exit(g_exit);\n'
+        'MODULE_LICENSE("GPL");\nMODULE_VERSION("0.3");\n')
+    (mod / "Makefile").write_text("obj-m := greet.o\n")  # a bare Kbuild dir
+    run = lkbuild(kernel_cache, "buildmodule", *small_args(kver, "amd64"), "--kernel", kver,
+                  "--module", str(mod))
+    assert run.code == 0, run.err[-3000:]
+    refs = run.out.split()
+    assert len(refs) == 4 and refs[1].startswith(f"{ORG}/greet:0.3-{kver}-linuxkit-")
+    boot = lkbuild(kernel_cache, "vmtest", *small_args(kver, "amd64"), "--module", refs[2])
+    assert boot.code == 0, boot.err[-3000:]
+
+
+def test_the_loader_refuses_a_kernel_with_another_localversion(hello, kernel_variant,
+                                                               kernel_cache, small_kernel):
+    built_for = small_kernel("amd64")["release"]
+    other = kernel_variant("amd64", "other-localversion.fragment")
+    assert other["release"].endswith("-other")
+    run = lkbuild(kernel_cache, "vmtest", "--kernel", other["refs"][0], "--arch", "amd64",
+                  "--module", hello("amd64")["loader_refs"][0])
+    assert run.code != 0
+    line = one_error_line(run.err)
+    assert "vermagic mismatch" in line and other["release"] in line and built_for in line
+    assert "lkbuild-loader: loaded" not in run.err
+
+
+@pytest.mark.skipif(not ZFS_SOURCE.is_file(), reason="scripts/setup-debian.sh fetches it")
+def test_openzfs_builds_from_zfs_dkms_and_spl_and_zfs_load_in_qemu(kernel_variant,
+                                                                    kernel_cache):
+    kernel = kernel_variant("amd64", "zfs.fragment")
+    run = lkbuild(kernel_cache, "buildmodule", "--kernel", kernel["refs"][0], "--module", "zfs",
+                  "--module-source", str(ZFS_SOURCE), "--json", timeout=2400)
+    assert run.code == 0, run.err[-3000:]
+    result = run.json()
+    assert result["modules"] == ["spl", "zfs"] and result["version"] == "2.3.2"
+    assert result["refs"][1] == f"{ORG}/zfs:2.3.2-{kernel['release']}-amd64"
+    boot = lkbuild(kernel_cache, "vmtest", "--kernel", kernel["refs"][0], "--arch", "amd64",
+                   "--module", result["loader_refs"][0], "--json", "--timeout", "300")
+    assert boot.code == 0, boot.err[-3000:]
+    console = Path(boot.json()["log"]).read_text(errors="replace")
+    assert "lkbuild-loader: loaded spl" in console and "lkbuild-loader: loaded zfs" in console
+    assert re.search(r"ZFS: Loaded module v2\.3\.2", console), console[-3000:]
+
+
+# --- bad input: one line, non-zero, nothing tagged -------------------------------------------
+
+def module_tags() -> set[str]:
+    return {t for image in docker.from_env().images.list() for t in image.tags
+            if t.startswith(f"{ORG}/") and not t.startswith(f"{ORG}/kernel:")}
+
+
+def refused(kernel_cache: Path, *args: str) -> str:
+    before_tags, before_containers = module_tags(), containers()
+    run = lkbuild(kernel_cache, "buildmodule", *args)
+    assert run.code != 0, run.out
+    assert run.out == ""
+    assert module_tags() == before_tags and containers() == before_containers
+    return one_error_line(run.err)
+
+
+def test_a_module_dir_without_a_makefile_is_refused(small_kernel, kernel_cache, tmp_path):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "m.c").write_text("int x;\n")
+    line = refused(kernel_cache, "--kernel", small_kernel("amd64")["refs"][0], "--module",
+                   str(tmp_path / "m"))
+    assert "has no Makefile" in line and str(tmp_path / "m") in line
+
+
+def test_a_makefile_that_builds_no_ko_is_refused(small_kernel, kernel_cache, tmp_path):
+    mod = tmp_path / "noko"
+    mod.mkdir()
+    (mod / "Makefile").write_text("all:\n\techo nothing to build\n")
+    line = refused(kernel_cache, "--kernel", small_kernel("amd64")["refs"][0], "--module",
+                   str(mod))
+    assert "made no .ko files" in line and "log:" in line
+
+
+def test_a_compile_error_shows_the_compiler_lines_and_the_log(small_kernel, kernel_cache,
+                                                              tmp_path):
+    mod = tmp_path / "broken"
+    mod.mkdir()
+    (mod / "broken.c").write_text("#include <linux/module.h>\nint broken(void) { return nope; }\n"
+                                  'MODULE_LICENSE("GPL");\n')
+    (mod / "Makefile").write_text("obj-m := broken.o\n")
+    before = module_tags()
+    run = lkbuild(kernel_cache, "buildmodule", "--kernel", small_kernel("amd64")["refs"][0],
+                  "--module", str(mod))
+    assert run.code != 0 and module_tags() == before
+    line = one_error_line(run.err)
+    assert "broken.c:2:" in line and "'nope' undeclared" in line
+    log = re.search(r"log: (\S+?)\)?$", line).group(1)
+    assert Path(log).is_file()
+    assert any("error: 'nope' undeclared" in ln for ln in run.err.splitlines()
+               if not ln.startswith("lkbuild: error:") and not ln.startswith("#"))
+
+
+def test_a_missing_kernel_image_is_refused(kernel_cache):
+    line = refused(kernel_cache, "--kernel", f"{ORG}/kernel:9.9.9-amd64", "--module", "hello")
+    assert f"{ORG}/kernel:9.9.9-amd64 does not exist" in line
+
+
+def test_a_kernel_image_without_kernel_dev_is_refused(small_kernel, kernel_cache, tmp_path):
+    client = docker.from_env()
+    kernel = small_kernel("amd64")
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w") as tar:
+        info = tarfile.TarInfo("kernel")
+        info.size = 4
+        tar.addfile(info, io.BytesIO(b"bzIm"))
+    ref = f"{ORG}/bare-kernel:1"
+    client.api.import_image_from_data(data.getvalue(), repository=f"{ORG}/bare-kernel", tag="1")
+    try:
+        line = refused(kernel_cache, "--kernel", ref, "--module", "hello", "--builder-image",
+                       kernel["refs"][0].replace(f"{kernel['version']}-",
+                                                 f"{kernel['version']}-builder-"))
+    finally:
+        client.images.remove(ref)
+    assert "no usable /kernel-dev.tar" in line
+
+
+def test_a_recipe_with_schema_errors_lists_them_all(small_kernel, kernel_cache, tmp_path):
+    mod = tmp_path / "bad"
+    mod.mkdir()
+    (mod / "recipe.yml").write_text("name: Bad Name\nversion: 1\nsource: {url: ftp://x}\n"
+                                    "colour: blue\n")
+    line = refused(kernel_cache, "--kernel", small_kernel("amd64")["refs"][0], "--module",
+                   str(mod))
+    assert "4 error(s)" in line or "error(s)" in line
+    for part in ("name:", "colour: unknown field", "source.url:"):
+        assert part in line
+
+
+def test_missing_kernel_config_options_are_listed_before_compiling(small_kernel, kernel_cache):
+    line = refused(kernel_cache, "--kernel", small_kernel("amd64")["refs"][0], "--module", "zfs",
+                   "--module-source", str(ZFS_SOURCE))
+    for sym in ("CONFIG_BLOCK", "CONFIG_ZLIB_DEFLATE"):
+        assert sym in line
+    assert "--fragment" in line
+
+
+def test_an_unknown_module_name_lists_the_known_ones(small_kernel, kernel_cache):
+    line = refused(kernel_cache, "--kernel", small_kernel("amd64")["refs"][0], "--module",
+                   "wireguardd")
+    assert "unknown module 'wireguardd'" in line and "hello" in line and "zfs" in line
+
+
+def test_a_matrix_builds_every_row_and_a_failing_row_does_not_stop_the_others(
+        hello, small_kernel, kernel_cache, tmp_path):
+    hello("amd64")
+    hello("arm64")
+    matrix = tmp_path / "versions"
+    matrix.write_text(f"# kernel arch module\n"
+                      f"{small_kernel('amd64')['refs'][0]} amd64 hello\n"
+                      f"{ORG}/kernel:9.9.9-amd64 amd64 hello\n"
+                      f"{small_kernel('arm64')['refs'][0]} arm64 hello 1.0\n")
+    run = lkbuild(kernel_cache, "buildmodule", "--matrix", str(matrix), "--json")
+    assert run.code != 0
+    rows = run.json()
+    assert [r["status"] for r in rows] == ["exists", "failed", "exists"]
+    assert "does not exist" in rows[1]["detail"]
+    assert rows[2]["image"] == hello("arm64")["loader_refs"][0]
+    assert one_error_line(run.err) == "lkbuild: error: 1 of 3 matrix rows failed"
