@@ -352,7 +352,8 @@ def kernel_planner(s: Settings, source: str, build_image: str, config: str,
 
 @task(help={
     "kernel": "the kernel: a version (lkbuild's image for it, built with the same flags) or "
-              "any kernel image in linuxkit's layout (linuxkit/kernel:6.12.52)",
+              "any kernel image in linuxkit's layout (linuxkit/kernel:6.12.52); default: the "
+              "version of a local --source",
     "arch": "arch of the kernel (default: the kernel image's)",
     "module": "a recipe name under module/ (hello, zfs) or a PATH to a module dir with a "
               "Makefile",
@@ -381,6 +382,8 @@ def buildmodule(c: Context, kernel: str = "", arch: str = "", module: str = "",
     from . import module as modulemod
 
     s = settings(kernel_dir=kernel_dir, builders=builders or [])
+    if not kernel and not matrix:
+        kernel = version_of("", source, s)
     plan_for = kernel_planner(s, source, build_image, config, fragment or [], variant, debug)
     base = modulemod.Request(module=module, kernel=kernel,
                              arch=archmod.resolve(arch) if arch else None,

@@ -11,7 +11,6 @@ import functools
 import hashlib
 import os
 import re
-import shlex
 import stat
 from dataclasses import dataclass, field
 from importlib import resources
@@ -21,7 +20,7 @@ from typing import Any, Mapping
 import yaml
 
 from .errors import UserError
-from .settings import Settings
+from .settings import ROOT, Settings
 
 RECIPE_FILE = "recipe.yml"
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
@@ -155,14 +154,14 @@ def load(path: Path) -> Module:
         raise UserError(f"bad YAML in recipe {path}{line}: "
                         f"{getattr(exc, 'problem', None) or 'invalid YAML'}") from None
     errors = validate(data)
-    if not errors:
-        errors = cross_field_errors(data)
+    if isinstance(data, dict):
+        errors += cross_field_errors(data)
     if not errors and data["name"] != path.parent.name:
         errors.append(f"name: {data['name']!r} differs from its directory "
                       f"{path.parent.name!r}")
     if errors:
         raise UserError(f"recipe {path} has {len(errors)} error(s): {'; '.join(errors)}",
-                        f"fix them against the recipe format in {path.parent.parent}/README.md")
+                        f"the recipe format is in {ROOT / 'module' / 'README.md'}")
     config = data.get("kernel_config") or {}
     module = Module(
         name=str(data["name"]), version=str(data["version"]), base=path.parent.resolve(),
@@ -244,10 +243,8 @@ def resolve(settings: Settings, spec: str, version: str = "") -> Module:
     if version and version != module.version:
         raise UserError(f"module {module.name} is version {module.version}, not {version}",
                         f"edit {module.recipe or 'its sources'} to build {version}")
-    if module.recipe is None or module.source.get("dir") is not None:
-        assert module.source_dir is not None
-        if module.recipe is not None:
-            build_mode_or_steps(module)
+    if module.recipe is not None and module.source_dir is not None:
+        build_mode_or_steps(module)  # a dir recipe without build steps needs a Makefile
     return module
 
 
@@ -322,7 +319,3 @@ def files_digest(files: Mapping[str, tuple[bytes, int]]) -> str:
         h.update(f"{rel}\0{mode:o}\0{len(data)}\0".encode())
         h.update(data)
     return h.hexdigest()
-
-
-def quote_list(words: list[str]) -> str:
-    return " ".join(shlex.quote(w) for w in words)

@@ -152,10 +152,10 @@ def load_order(built: Sequence[Built]) -> list[Built]:
 def missing_config(config: Mapping[str, str], require: Sequence[str],
                    forbid: Sequence[str]) -> list[str]:
     """Every required option that is off and every forbidden one that is on."""
-    out = [f"{sym} must be y or m (is {kconfig.show(config.get(sym))})"
+    out = [f"{sym} must be y or m (is {kconfig.show(config.get(sym) or kconfig.NOT_SET)})"
            for sym in require if config.get(sym) not in ("y", "m")]
     out += [f"{sym} must be off (is {config[sym]})"
-            for sym in forbid if config.get(sym) not in (None, "n")]
+            for sym in forbid if config.get(sym) not in (None, kconfig.NOT_SET)]
     return out
 
 
@@ -391,6 +391,31 @@ def toolchain_of(target: KernelTarget, build_arch: Arch) -> tuple[str, str]:
     return "native", ""
 
 
+def image_compiler(engine: Engine, ref: str) -> str:
+    """CONFIG_CC_VERSION_TEXT from a kernel image's kernel-dev.tar (slow: only for messages)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="lkbuild-") as tmp:
+        spooled = engine.archives(ref, ["/kernel-dev.tar"], Path(tmp))
+        if "/kernel-dev.tar" not in spooled:
+            return ""
+        try:
+            with tarfile.open(spooled["/kernel-dev.tar"]) as outer:
+                inner = outer.extractfile("kernel-dev.tar")
+                if inner is None:
+                    return ""
+                with tarfile.open(fileobj=inner, mode="r|*") as dev:
+                    for member in dev:
+                        if member.isfile() and re.fullmatch(r"(\./)?usr/src/[^/]+/\.config",
+                                                            member.name):
+                            text = dev.extractfile(member).read().decode(errors="replace")
+                            return kconfig.parse(text).get("CONFIG_CC_VERSION_TEXT",
+                                                           "").strip('"')
+        except (tarfile.TarError, OSError, KeyError):
+            return ""
+    return ""
+
+
 def find_builder(engine: Engine, target: KernelTarget, override: str = "") -> None:
     """Fill in the builder image: --builder-image, else the first candidate on the engine."""
     if override:
@@ -418,7 +443,7 @@ def find_builder(engine: Engine, target: KernelTarget, override: str = "") -> No
             target.builder_labels = dict((attrs.get("Config") or {}).get("Labels") or {})
             target.builder_env = list((attrs.get("Config") or {}).get("Env") or [])
             return
-    needs = target.labels.get(f"{kernel.LABEL}.compiler", "")
+    needs = target.labels.get(f"{kernel.LABEL}.compiler", "") or image_compiler(engine, target.ref)
     need = f"it was built with {needs!r}; " if needs else ""
     raise UserError(
         f"no compiler image for kernel {target.ref} on {engine.describe()}: {need}looked for "
@@ -489,15 +514,16 @@ def inputs_digest(module: Module, src: Sources, steps: str, target: KernelTarget
     return hashlib.sha256(("\n".join(lines) + "\n").encode()).hexdigest()[:HASH_LEN]
 
 
-def stage(ctx: Path, src: Sources, steps: str, modules: Sequence[str], busybox: Path) -> None:
+def stage(ctx: Path, module: Module, src: Sources, steps: str, busybox: Path) -> None:
     """The module build context: Dockerfile, scripts, sources, steps and the loader's busybox."""
     context.put_file(ctx / "Dockerfile", (RECIPE_DIR / "Dockerfile").read_bytes())
     context.sync_tree(ctx / "scripts", {f.name: (f.read_bytes(), 0o755)
                                  for f in sorted((RECIPE_DIR / "scripts").glob("*.sh"))})
     context.sync_tree(ctx / "src", src.files)
-    context.sync_tree(ctx / "steps", {"build.sh": (steps.encode(), 0o755),
-                                      "modules": ("".join(f"{m}\n" for m in modules).encode(),
-                                                  0o644)})
+    context.sync_tree(ctx / "steps", {
+        "build.sh": (steps.encode(), 0o755),
+        "modules": ("".join(f"{m}\n" for m in module.modules).encode(), 0o644),
+        "tools": ("".join(f"{t}\n" for t in module.tools).encode(), 0o644)})
     context.sync_tree(ctx / "busybox", {"busybox": (busybox.read_bytes(), 0o755)})
     context.sync_tree(ctx / "loader", {"loader.conf": (b"", 0o644), "modules": (b"", 0o644)})
 
@@ -543,10 +569,11 @@ class Loader:
     release: str
 
     def commands(self) -> list[str]:
-        """Run the image's entrypoint logic, then prove each module is live."""
-        return [f"{LOADER_DIR}/bin/busybox sh {LOADER_DIR}/load"] + \
-            [f"grep -q '^{m} ' /proc/modules || {{ echo '{m} is not in /proc/modules'; "
-             "exit 1; }" for m in self.modules]
+        """Run the image's entrypoint logic, prove each module is live, then run it again:
+        a second `docker run` of the loader must find them loaded and succeed."""
+        load = f"{LOADER_DIR}/bin/busybox sh {LOADER_DIR}/load"
+        return [load] + [f"grep -q '^{m} ' /proc/modules || {{ echo '{m} is not in "
+                         "/proc/modules'; exit 1; }" for m in self.modules] + [load]
 
 
 def loader_ref(settings: Settings, engine: Engine, spec: str, request: Request,
@@ -668,7 +695,7 @@ def build(settings: Settings, request: Request,
         f"module-{kernel.cache_scope(settings.cache_id)}-{module.name}-{arch.name}"
     with context.locked(ctx.with_suffix(".lock"), f"module {module.name} for {arch.name}"), \
             tempfile.TemporaryDirectory(prefix="lkbuild-") as tmp:
-        stage(ctx, p.src, p.steps, module.modules, p.busybox)
+        stage(ctx, module, p.src, p.steps, p.busybox)
         args = {"KERNEL_IMAGE": target.ref, "BUILDER_IMAGE": target.builder,
                 "TOOLCHAIN": p.toolchain, "LK_ARCH": arch.kernel_arch,
                 "LK_CROSS_COMPILE": p.cross_compile,

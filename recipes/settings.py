@@ -59,7 +59,8 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     Setting("kernel_dir", "path", lambda: ROOT / "kernel",
             "kernel tree in linuxkit's layout (<series>/build-args, config-<arch>, patches/)"),
-    Setting("module_dir", "path", lambda: ROOT / "module", "module build context and recipes"),
+    Setting("module_dir", "path", lambda: ROOT / "module",
+            "module recipes (<name>/recipe.yml) that --module NAME finds"),
     Setting("cache_dir", "path", user_cache_dir, "verified sources, logs and digests"),
     Setting("org", "str", lambda: "lkbuild", "image organisation (name prefix) for tags"),
     Setting("registry", "str", lambda: "", "registry host for push and pull (empty: Docker Hub)"),

@@ -42,4 +42,18 @@ for ko in "$mods"/*.ko; do
   printf '%s\t%s\t%s\t%s\n' "$(modinfo -F name "$ko")" "extra/${ko##*/}" \
     "$(modinfo -F vermagic "$ko")" "$(modinfo -F depends "$ko")" >> "$out/facts/modules"
 done
+# Only the tools the recipe names go into the loader image; anything else installed under
+# DESTDIR is left out.
+keep=$(dirname "$steps")/tools
+rm -rf /tmp/lkbuild-tools; mkdir -p /tmp/lkbuild-tools
+for f in $(cat "$keep" 2>/dev/null); do
+  f=${f#/}
+  if [ ! -e "$out/tools/$f" ]; then
+    echo "lkbuild: the build did not install the tool $f under \$DESTDIR" >&2
+    exit 1
+  fi
+  mkdir -p "/tmp/lkbuild-tools/$(dirname "$f")"
+  cp -a "$out/tools/$f" "/tmp/lkbuild-tools/$f"
+done
+rm -rf "$out/tools"; mv /tmp/lkbuild-tools "$out/tools"
 echo "lkbuild: built $(wc -l < "$out/facts/modules") module(s) for $KVER"

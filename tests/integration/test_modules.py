@@ -57,6 +57,11 @@ def hello(kernel_cache: Path, small_kernel: Callable[[str], dict]) -> Callable[[
     return get
 
 
+def kernel_flags(kver: str, arch: str) -> list[str]:
+    """--kernel VERSION and the flags that pick the session's small kernel image for it."""
+    return ["--kernel", kver] + small_args(kver, arch)[2:]
+
+
 def containers() -> set[str]:
     return {c.id for c in docker.from_env().containers.list(all=True)}
 
@@ -112,6 +117,7 @@ def test_hello_loads_in_qemu_with_the_kernel_it_was_built_for(hello, small_kerne
     assert verdict["passed"], verdict
     console = Path(verdict["log"]).read_text(errors="replace")
     assert "lkbuild-loader: loaded hello" in console and "hello: loaded" in console
+    assert "lkbuild-loader: hello is already loaded" in console
     assert "LKBUILD-VMTEST-PASS" in console
     assert containers() == before
 
@@ -119,7 +125,7 @@ def test_hello_loads_in_qemu_with_the_kernel_it_was_built_for(hello, small_kerne
 def test_a_module_named_by_recipe_is_found_for_vmtest_by_its_hash(hello, small_kernel,
                                                                     kernel_cache, kver):
     hello("amd64")
-    run = lkbuild(kernel_cache, "vmtest", *small_args(kver, "amd64"), "--module", "hello",
+    run = lkbuild(kernel_cache, "vmtest", *kernel_flags(kver, "amd64"), "--module", "hello",
                   "--json")
     assert run.code == 0, run.err[-3000:]
     assert run.json()["passed"]
@@ -147,12 +153,12 @@ def test_a_version_kernel_and_a_path_module_build_like_docker_module_builder(
         'module_init(g_init);\nmodule_exit(g_exit);\n'
         'MODULE_LICENSE("GPL");\nMODULE_VERSION("0.3");\n')
     (mod / "Makefile").write_text("obj-m := greet.o\n")  # a bare Kbuild dir
-    run = lkbuild(kernel_cache, "buildmodule", *small_args(kver, "amd64"), "--kernel", kver,
-                  "--module", str(mod))
+    run = lkbuild(kernel_cache, "buildmodule", *kernel_flags(kver, "amd64"), "--module",
+                  str(mod))
     assert run.code == 0, run.err[-3000:]
     refs = run.out.split()
     assert len(refs) == 4 and refs[1].startswith(f"{ORG}/greet:0.3-{kver}-linuxkit-")
-    boot = lkbuild(kernel_cache, "vmtest", *small_args(kver, "amd64"), "--module", refs[2])
+    boot = lkbuild(kernel_cache, "vmtest", *kernel_flags(kver, "amd64"), "--module", refs[2])
     assert boot.code == 0, boot.err[-3000:]
 
 
@@ -261,6 +267,30 @@ def test_a_kernel_image_without_kernel_dev_is_refused(small_kernel, kernel_cache
     finally:
         client.images.remove(ref)
     assert "no usable /kernel-dev.tar" in line
+
+
+def test_a_kernel_whose_compiler_cannot_be_found_names_the_compiler_it_needs(
+        small_kernel, kernel_cache):
+    """A foreign kernel image (no labels, no -builder beside it, no /kernel-builder)."""
+    client = docker.from_env()
+    kernel = small_kernel("amd64")
+    files = image_files(kernel["refs"][0])
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w") as tar:
+        for name in ("kernel", "kernel.tar", "kernel-dev.tar"):
+            info = tarfile.TarInfo(name)
+            info.size = len(files[name])
+            tar.addfile(info, io.BytesIO(files[name]))
+    ref = f"{ORG}/foreign-kernel:6.12"
+    client.api.import_image_from_data(data.getvalue(), repository=f"{ORG}/foreign-kernel",
+                                      tag="6.12")
+    try:
+        line = refused(kernel_cache, "--kernel", ref, "--module", "hello")
+    finally:
+        client.images.remove(ref)
+    compiler = labels(kernel["refs"][0])["org.lkbuild.kernel.compiler"]
+    assert f"it was built with '{compiler}'" in line
+    assert f"{ref}-builder" in line and "--builder-image" in line
 
 
 def test_a_recipe_with_schema_errors_lists_them_all(small_kernel, kernel_cache, tmp_path):
