@@ -16,6 +16,8 @@ from pathlib import Path
 import docker
 import pytest
 
+from recipes.arch import host
+
 from tests.conftest import make_tree
 from tests.integration.kernels import (DATA, ORG, ROOT, SESSION, image_files, labels, lkbuild,
                                        small_args)
@@ -78,6 +80,8 @@ def test_builder_image_compiles_a_module_whose_vermagic_matches_the_kernel(small
         "modinfo -F vermagic hello.ko"
     )
     client = docker.from_env()
+    # It runs where it was built (cross compiler, host tools), and says so.
+    assert client.images.get(builder).attrs["Architecture"] == host().name
     out = client.containers.run(builder, ["sh", "-c", script], remove=True, network_mode="none")
     assert out.decode().strip() == labels(result["refs"][0])["org.lkbuild.kernel.vermagic"]
 
