@@ -20,12 +20,12 @@ from typing import Any, Mapping
 import yaml
 
 from .errors import UserError
-from .settings import ROOT, Settings
+from .settings import ROOT, Settings, read_yaml
 
 RECIPE_FILE = "recipe.yml"
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 MODULE_VERSION_RE = re.compile(r'MODULE_VERSION\(\s*"([A-Za-z0-9_.+~-]{1,64})"\s*\)')
-TARGET_RE = re.compile(r"^[A-Za-z0-9_.$()/%-][^=:#\t]*::?(?!=)", re.M)
+TARGET_RE = re.compile(r"^[A-Za-z0-9_.$()/%-][^=:#\t]*:(?!:?:?=)", re.M)
 """A make rule (`all:`), as opposed to an assignment (`obj-m := x.o`)."""
 BUILD_ARTIFACTS = re.compile(r"(.*\.(o|ko|mod|mod\.c|cmd|order|symvers)|\.tmp_versions|\.git)")
 """Files a module dir holds after a build on the host; never part of the build input."""
@@ -142,17 +142,7 @@ class Module:
 def load(path: Path) -> Module:
     """Read and check one recipe file; all its errors in one UserError."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise UserError(f"cannot read recipe {path}: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark is not None else ""
-        raise UserError(f"bad YAML in recipe {path}{line}: "
-                        f"{getattr(exc, 'problem', None) or 'invalid YAML'}") from None
+    data = read_yaml(path, "recipe")
     errors = validate(data)
     if isinstance(data, dict):
         errors += cross_field_errors(data)
@@ -231,7 +221,7 @@ def resolve(settings: Settings, spec: str, version: str = "") -> Module:
             module = load(directory / RECIPE_FILE)
         else:
             build_mode(directory)
-            name = re.sub(r"[^a-z0-9_.-]", "-", directory.name.lower()).strip("-.") or "module"
+            name = re.sub(r"[^a-z0-9_.-]", "-", directory.name.lower()).strip("-._") or "module"
             module = Module(name=name, version=path_version(directory), base=directory)
     else:
         if not NAME_RE.fullmatch(spec) or not (module_dir / spec / RECIPE_FILE).is_file():

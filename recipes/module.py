@@ -14,6 +14,7 @@ import io
 import re
 import subprocess
 import tarfile
+import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from . import buildx, context, kconfig, kernel, modrecipe, sources, ui
-from .arch import Arch, resolve
+from .arch import Arch, host, resolve
 from .diagnose import diagnose_file
 from .engine import Engine
 from .errors import BuildError, UserError, VerifyError
@@ -48,9 +49,9 @@ def tag_part(text: str) -> str:
 def tags(version: str, release: str, arch: Arch, digest: str | None,
          loader: bool = False) -> str:
     """`<modver>-<release>[-loader][-<hash>]-<arch>`: the module, or the loader beside it."""
-    parts = [tag_part(version), tag_part(release)] + (["loader"] if loader else []) \
-        + ([digest] if digest else []) + [arch.name]
-    return "-".join(parts)[:128]
+    tail = "-".join((["loader"] if loader else []) + ([digest] if digest else []) + [arch.name])
+    head = f"{tag_part(version)}-{tag_part(release)}"
+    return f"{head[:127 - len(tail)]}-{tail}"  # a tag holds 128 characters; the kind stays
 
 
 def words(text: str) -> str:
@@ -86,7 +87,8 @@ def config_vermagic(release: str, config: Mapping[str, str], arch: Arch) -> str:
 def same_vermagic(kernel_side: str, module_side: str) -> bool:
     a, b = words(kernel_side), words(module_side)
     if a.endswith(" RANDSTRUCT_?"):
-        return a[:-len(" RANDSTRUCT_?")] == re.sub(r" RANDSTRUCT_\S+", "", b)
+        seeded = re.search(r" RANDSTRUCT_\S+$", b)
+        return seeded is not None and a[:-len(" RANDSTRUCT_?")] == b[:seeded.start()]
     return a == b
 
 
@@ -189,10 +191,10 @@ def builder_candidates(ref: str, labels: Mapping[str, str], arch: Arch,
 
     add(labels.get(f"{kernel.LABEL}.builder", ""))
     repo, sep, tag = ref.rpartition(":")
-    if sep and "/" not in tag:
-        version = labels.get(f"{kernel.LABEL}.version", "")
-        if version and tag.startswith(version + "-"):
-            add(f"{repo}:{version}-builder-{tag[len(version) + 1:]}")
+    if sep and "/" not in tag and "@" not in ref:
+        digest = labels.get(f"{kernel.LABEL}.hash", "")
+        if digest and f"-{digest}-" in tag:  # lkbuild's scheme: the kind before the hash
+            add(f"{repo}:{tag.replace(f'-{digest}-', f'-builder-{digest}-', 1)}")
         suffix = f"-{arch.name}"
         if tag.endswith(suffix):
             add(f"{repo}:{tag[:-len(suffix)]}-builder{suffix}")
@@ -211,7 +213,7 @@ def error_lines(log: Path, limit: int = 8) -> list[str]:
         return []
     out = []
     for line in text.splitlines():
-        line = re.sub(r"^#\d+ [\d.]+ ", "", line).rstrip()
+        line = re.sub(r"^(#\d+ )?\d+\.\d+ ", "", line).rstrip()
         if ERROR_LINE.search(line) and not line.startswith(("ERROR: process", "------")) \
                 and line not in out:
             out.append(line)
@@ -287,9 +289,10 @@ def module_sources(settings: Settings, module: Module, override: str = "") -> So
         pinned = str(module.source.get("sha256") or "")
         actual = sources.digest(path, Path(settings.cache_dir))
         if pinned and actual != pinned:
+            url = modrecipe.source_url(module, settings.debian_mirror)
             raise VerifyError(f"{path} does not match the recipe of {module.name}: expected "
                               f"sha256 {pinned}, got {actual}",
-                              f"use the file the recipe names ({modrecipe.source_url(module, settings.debian_mirror)})")
+                              f"use the file the recipe names ({url})")
         files = archive_files(path, str(module.source.get("subdir") or ""))
         return Sources(files, modrecipe.files_digest(files), str(path))
     if module.source_dir is not None:
@@ -319,7 +322,6 @@ class KernelTarget:
     builder_arch: str = ""
     builder_labels: dict[str, str] = field(default_factory=dict)
     builder_env: list[str] = field(default_factory=list)
-    tried: list[str] = field(default_factory=list)
 
     @property
     def release(self) -> str:
@@ -336,7 +338,7 @@ def kernel_target(settings: Settings, engine: Engine, spec: str, arch: Arch | No
         raise UserError("--kernel is required", "a kernel version (6.12.54) or an image "
                         "reference (linuxkit/kernel:6.12.52)")
     if is_version(spec):
-        a = arch or resolve_host()
+        a = arch or host()
         p = plan_for(spec, a)
         ref = p.refs[0]
         attrs = engine.image(ref)
@@ -352,18 +354,12 @@ def kernel_target(settings: Settings, engine: Engine, spec: str, arch: Arch | No
                             f"pull it (docker pull {ref}) or build it with inv build")
     image_arch = str(attrs.get("Architecture") or "")
     if arch is None:
-        arch = resolve(image_arch) if image_arch else resolve_host()
+        arch = resolve(image_arch) if image_arch else host()
     elif image_arch and resolve(image_arch).name != arch.name:
         raise UserError(f"kernel image {ref} is for {image_arch}, not {arch.name}",
                         f"use --arch {image_arch} or the {arch.name} image")
     labels = dict((attrs.get("Config") or {}).get("Labels") or {})
     return KernelTarget(ref, str(attrs["Id"]), arch, labels)
-
-
-def resolve_host() -> Arch:
-    from .arch import host
-
-    return host()
 
 
 def dev_present(target: KernelTarget) -> bool:
@@ -393,8 +389,6 @@ def toolchain_of(target: KernelTarget, build_arch: Arch) -> tuple[str, str]:
 
 def image_compiler(engine: Engine, ref: str) -> str:
     """CONFIG_CC_VERSION_TEXT from a kernel image's kernel-dev.tar (slow: only for messages)."""
-    import tempfile
-
     with tempfile.TemporaryDirectory(prefix="lkbuild-") as tmp:
         spooled = engine.archives(ref, ["/kernel-dev.tar"], Path(tmp))
         if "/kernel-dev.tar" not in spooled:
@@ -423,8 +417,6 @@ def find_builder(engine: Engine, target: KernelTarget, override: str = "") -> No
     else:
         builder_file = ""
         if f"{kernel.LABEL}.builder" not in target.labels:
-            import tempfile
-
             with tempfile.TemporaryDirectory(prefix="lkbuild-") as tmp:
                 spooled = engine.archives(target.ref, ["/kernel-builder"], Path(tmp))
                 if "/kernel-builder" in spooled:
@@ -433,7 +425,6 @@ def find_builder(engine: Engine, target: KernelTarget, override: str = "") -> No
                         builder_file = member.read().decode(errors="replace").strip() \
                             if member else ""
         candidates = builder_candidates(target.ref, target.labels, target.arch, builder_file)
-    target.tried = candidates
     for candidate in candidates:
         attrs = engine.image(candidate)
         if attrs is not None:
@@ -443,7 +434,8 @@ def find_builder(engine: Engine, target: KernelTarget, override: str = "") -> No
             target.builder_labels = dict((attrs.get("Config") or {}).get("Labels") or {})
             target.builder_env = list((attrs.get("Config") or {}).get("Env") or [])
             return
-    needs = target.labels.get(f"{kernel.LABEL}.compiler", "") or image_compiler(engine, target.ref)
+    needs = target.labels.get(f"{kernel.LABEL}.compiler", "") \
+        or image_compiler(engine, target.ref)
     need = f"it was built with {needs!r}; " if needs else ""
     raise UserError(
         f"no compiler image for kernel {target.ref} on {engine.describe()}: {need}looked for "
@@ -645,7 +637,7 @@ def plan(settings: Settings, request: Request,
     """Resolve module, kernel, compiler and sources, and hash them, without building."""
     module = modrecipe.resolve(settings, request.module, request.version)
     steps = modrecipe.steps_script(module, modrecipe.build_mode_or_steps(module))
-    engine = buildx.engine_for(settings, request.arch or resolve_host(), request.builders)
+    engine = buildx.engine_for(settings, request.arch or host(), request.builders)
     target = kernel_target(settings, engine, request.kernel, request.arch, plan_for)
     arch = target.arch
     find_builder(engine, target, request.builder_image)
@@ -680,8 +672,6 @@ def existing(p: Plan, release: str, started: float) -> Result | None:
 def build(settings: Settings, request: Request,
           plan_for: Callable[[str, Arch], kernel.Plan]) -> Result:
     """Build one module for one kernel; skip it when its images exist for these inputs."""
-    import tempfile
-
     started = time.monotonic()
     p = plan(settings, request, plan_for)
     module, target, arch, engine = p.module, p.target, p.arch, p.engine

@@ -147,19 +147,24 @@ def config_files(env: Mapping[str, str] | None = None) -> list[Path]:
     return [ROOT / CONFIG_NAME, user_config_dir() / CONFIG_NAME]
 
 
-def read_config_file(path: Path) -> dict[str, Any]:
-    """Parse one config file; bad YAML names the file and line, unknown keys are refused."""
+def read_yaml(path: Path, what: str) -> Any:
+    """A YAML file's data; an unreadable file or bad YAML is one UserError with the line."""
     try:
         text = path.read_text()
     except OSError as exc:
-        raise UserError(f"cannot read config file {path}: {exc.strerror}") from None
+        raise UserError(f"cannot read {what} {path}: {exc.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise UserError(f"bad YAML in config file {path}{line}: {problem}") from None
+        raise UserError(f"bad YAML in {what} {path}{line}: {problem}") from None
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Parse one config file; bad YAML names the file and line, unknown keys are refused."""
+    data = read_yaml(path, "config file")
     if data is None:
         return {}
     if not isinstance(data, dict):
