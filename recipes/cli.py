@@ -459,9 +459,12 @@ def vmtest(c: Context, kernel: str = "", arch: str = "", module: str = "",
             request = modulemod.Request(module=module, kernel=kernel, arch=a,
                                         version=module_version, source=module_source,
                                         builder_image=builder_image)
-            loader = modulemod.loader_files(
-                engine, modulemod.loader_ref(s, engine, module, request, plan_for), Path(tmp))
-            engine.close()
+            try:
+                loader = modulemod.loader_files(
+                    engine, modulemod.loader_ref(s, engine, module, request, plan_for),
+                    Path(tmp))
+            finally:
+                engine.close()
             tars, commands = [loader.tar], loader.commands()
             ui.info(f"loading {', '.join(loader.modules)} from {loader.ref} in the VM")
         result = vm.boot(s, target, a, timeout=timeout, stream=stream, accel=accel,

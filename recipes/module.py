@@ -28,7 +28,7 @@ from .engine import Engine
 from .errors import BuildError, UserError, VerifyError
 from .modrecipe import Module
 from .settings import ROOT, Settings
-from .vm import ELF_MACHINE, elf_facts, find_busybox
+from .vm import ELF_MACHINE, elf_facts, find_busybox, is_version
 
 RECIPE_DIR = ROOT / "module"
 """lkbuild's module Dockerfile and scripts (whatever module_dir the recipes come from)."""
@@ -331,8 +331,6 @@ class KernelTarget:
 def kernel_target(settings: Settings, engine: Engine, spec: str, arch: Arch | None,
                   plan_for: Callable[[str, Arch], kernel.Plan]) -> KernelTarget:
     """--kernel V (lkbuild's image for that version and the build flags) or an image ref."""
-    from .vm import is_version
-
     spec = (spec or "").strip()
     if not spec:
         raise UserError("--kernel is required", "a kernel version (6.12.54) or an image "
