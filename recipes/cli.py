@@ -481,6 +481,153 @@ def vmtest(c: Context, kernel: str = "", arch: str = "", module: str = "",
         raise BuildError(f"vmtest failed: {result.verdict}", f"console log: {result.log}")
 
 
+@task(help={
+    **{k: v for k, v in BUILD_HELP.items() if k != "builders"},
+    "version": "kernel version to build; repeatable (each with each --arch) (default: the "
+               "version inside a local --source)",
+    "host": "[USER@]HOST[:PORT] to build on over SSH (~/.ssh/config applies); repeatable: the "
+            "builds are spread over the hosts",
+    "identity": "SSH private key file (default: ~/.ssh/config, ssh-agent, ~/.ssh/id_*)",
+    "known_hosts": "known_hosts file to check host keys against (default: ~/.ssh/known_hosts)",
+    "accept_new_host_key": "trust a host key seen for the first time and add it to "
+                           "known_hosts (a changed key is always refused)",
+    "connect_timeout": "seconds to wait for SSH to answer",
+    "fetch": "bring the images back into the local engine (--no-fetch leaves them there)",
+    "ship_sources": "send the kernel source from here (fetched and verified here) instead of "
+                    "letting the host fetch it from the mirror or URL and verify it there",
+    "json": "print JSON (host, refs, image id, status, seconds, bytes sent) instead of a table",
+}, iterable=["host", "version", "arch", "fragment", "build_arg"])
+@edge
+def remote_build(c: Context, host: list[str] | None = None, version: list[str] | None = None,
+                 arch: list[str] | None = None, identity: str = "", known_hosts: str = "",
+                 accept_new_host_key: bool = False, connect_timeout: int = 15,
+                 fetch: bool = True, ship_sources: bool = False, kernel_dir: str = "",
+                 source: str = "",
+                 build_image: str = "", config: str = "", fragment: list[str] | None = None,
+                 variant: str = "", jobs: int = 0, native: bool = False, force: bool = False,
+                 build_arg: list[str] | None = None, json: bool = False) -> None:
+    """Build kernels on Linux hosts over SSH (only Docker and buildx there); fetch the images."""
+    from . import fanout
+    from . import kernel
+    from . import remote
+    from . import ssh
+
+    if not host:
+        raise UserError("--host is required", "e.g. --host me@server or --host server:2222")
+    if connect_timeout <= 0:
+        raise UserError(f"--connect-timeout must be positive, got {connect_timeout}")
+    for h in host:
+        ssh.parse_host(h)
+    s = settings(kernel_dir=kernel_dir)
+    versions = [version_of(v, source, s) for v in (version or [""])]
+    arches = [archmod.resolve(a) for a in (arch or [archmod.host().name])]
+    extra = build_args_of(build_arg or [])
+    targets = [remote.Target(h, identity, known_hosts, accept_new_host_key,
+                             float(connect_timeout)) for h in host]
+
+    def request_for(job: fanout.Job) -> kernel.Request:
+        return kernel.Request(version=job.version, arch=job.arch, config=Path(config)
+                              if config else None, fragments=tuple(Path(f) for f in fragment
+                                                                   or []),
+                              variant=variant, jobs=jobs, force=force, source=source or None,
+                              build_image=build_image, native=native, build_args=extra,
+                              builder_image=True)
+
+    outcomes = fanout.run(s, fanout.jobs_of(versions, arches), targets, request_for,
+                          fetch=fetch, ship_sources=ship_sources)
+    if json:
+        ui.emit_json([o.as_json() for o in outcomes])
+    elif len(outcomes) == 1 and not outcomes[0].error:
+        for ref in outcomes[0].refs:
+            ui.result(ref)
+    else:
+        ui.table(["version", "arch", "host", "status", "image", "seconds"],
+                 [[o.version, o.arch, o.host, o.status, o.refs[0] if o.refs else o.error,
+                   f"{o.seconds:.0f}"] for o in outcomes], title="remote-build")
+    failed = [o for o in outcomes if o.error]
+    if failed:
+        raise Exit(f"lkbuild: error: {len(failed)} of {len(outcomes)} remote builds failed", 5)
+
+
+PUSH_HELP = {
+    "version": "the kernel version whose images to push",
+    "arch": "push only this arch (repeatable; default: every arch built locally)",
+    "org": "image organisation (default: setting org)",
+    "registry": "registry host[:port] (default: setting registry, else Docker Hub)",
+    "debug": "also push the debug kernel (-dbg)",
+}
+
+
+@task(help={
+    **PUSH_HELP,
+    "module": "push a module's images (module and loader) instead of the kernel's",
+    "kernel": "with --module: the kernel version or release they were built for",
+    "force": "move tags that already point at other content in the registry",
+    "dry_run": "print every reference and digest that would be pushed; send nothing",
+    "context": "Docker context whose images to push",
+    "json": "print JSON (ref, digest, status, kind, platforms) instead of references",
+}, iterable=["arch"])
+@edge
+def push(c: Context, version: str = "", arch: list[str] | None = None, org: str = "",
+         registry: str = "", debug: bool = False, module: str = "", kernel: str = "",
+         force: bool = False, dry_run: bool = False, context: str = "",
+         json: bool = False) -> None:
+    """Push per-arch tags and the multi-arch OCI indexes of a kernel (or a module) to a registry."""
+    from . import engine as enginemod
+    from . import push as pushmod
+
+    s = settings(org=org, registry=registry, context=context)
+    arches = [archmod.resolve(a) for a in arch or []]
+    engine = enginemod.connect(s)
+    try:
+        if module:
+            if not (kernel or version):
+                raise UserError("--module needs --kernel", "e.g. --module zfs --kernel 6.12.54")
+            images = pushmod.module_images(s, engine, module, kernel or version, arches)
+        else:
+            if not version:
+                raise UserError("--version is required", "e.g. inv push --version 6.12.54")
+            images = pushmod.kernel_images(s, engine, version, arches, debug)
+        outcomes = pushmod.push(s, engine, images, force=force, dry_run=dry_run)
+    finally:
+        engine.close()
+    if json:
+        ui.emit_json([o.as_json() for o in outcomes])
+        return
+    for o in outcomes:
+        ui.info(f"{('would push' if dry_run and o.status != 'unchanged' else o.status):>10}  "
+                f"{o.kind:5}  {o.ref}")
+        ui.result(f"{o.ref}@{o.digest}")
+    counts: dict[str, int] = {}
+    for o in outcomes:
+        counts[o.status] = counts.get(o.status, 0) + 1
+    ui.info(("dry run: " if dry_run else "") +
+            ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
+
+
+@task(help={**PUSH_HELP, "arch": "pull this arch (repeatable; default: this machine's)",
+            "debug": "pull the debug kernel instead", "context": "Docker context to pull into"},
+      iterable=["arch"])
+@edge
+def pull(c: Context, version: str = "", arch: list[str] | None = None, org: str = "",
+         registry: str = "", debug: bool = False, context: str = "") -> None:
+    """Pull a kernel's images (and its -builder) and tag them as a local build would."""
+    from . import engine as enginemod
+    from . import push as pushmod
+
+    if not version:
+        raise UserError("--version is required", "e.g. inv pull --version 6.12.54")
+    s = settings(org=org, registry=registry, context=context)
+    arches = [archmod.resolve(a) for a in arch or [archmod.host().name]]
+    engine = enginemod.connect(s)
+    try:
+        refs = pushmod.pull(s, engine, version, arches, debug)
+    finally:
+        engine.close()
+    for ref in refs:
+        ui.result(ref)
+
+
 @task(help={"build_image": "image to run the cleanup in (default: setting build_image, then "
                            "bootstrap_image)",
             "context": "Docker context whose build cache to prune"})
@@ -509,7 +656,8 @@ def test(c: Context, quick: bool = False, k: str = "") -> None:
 
 
 ns = Collection(config, list_, add_kernel, fetch, doctor, bootstrap_image, buildplainkernel,
-                builddebugkernel, build, kconfig, buildmodule, vmtest, prune, test)
+                builddebugkernel, build, kconfig, buildmodule, vmtest, remote_build, push,
+                pull, prune, test)
 ns.configure({"run": {"echo": False}})
 
 

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Protocol
 
 from . import atomic, buildx, context, kconfig, resources, sources, ui
 from .arch import Arch, resolve
@@ -157,8 +157,10 @@ def debug_fragment(tree: KernelTree) -> Path:
     return own if own.is_file() else RECIPE_DIR / "config-dbg"
 
 
-def plan(settings: Settings, request: Request, need_config: bool = True) -> Plan:
-    """Resolve series, config, fragments and the verified source; compute the tags."""
+def plan(settings: Settings, request: Request, need_config: bool = True,
+         source: sources.SourceTarball | None = None) -> Plan:
+    """Resolve series, config, fragments and the verified source (or the one given, already
+    verified elsewhere); compute the tags."""
     parse_version(request.version)
     tree = KernelTree(settings.kernel_dir)
     series = tree.for_version(request.version)
@@ -169,7 +171,7 @@ def plan(settings: Settings, request: Request, need_config: bool = True) -> Plan
     fragments = tuple(_check_file(f, "fragment") for f in request.fragments)
     if request.debug:
         fragments = (debug_fragment(tree),) + fragments
-    source = sources.fetch(settings, request.version, request.source)
+    source = source or sources.fetch(settings, request.version, request.source)
     build_image = request.build_image or settings.build_image \
         or series.build_args.get("BUILD_IMAGE", "")
     if not build_image:
@@ -247,12 +249,16 @@ def ensure_build_image(engine: Engine, image: str) -> None:
             "lkbuild/build:bookworm (or set LKBUILD_BUILD_IMAGE)") from None
 
 
-def stage(p: Plan, ctx: Path) -> None:
-    """The build context: Dockerfile, scripts, source, patches in order, config, fragments."""
+def stage(p: Plan, ctx: Path, with_source: bool = True) -> None:
+    """The build context: Dockerfile, scripts, source, patches in order, config, fragments.
+    Without the source, source/ stays empty (a build host fetches it itself)."""
     context.put_file(ctx / "Dockerfile", (RECIPE_DIR / "Dockerfile").read_bytes())
     context.sync_tree(ctx / "scripts", {f.name: (f.read_bytes(), 0o755)
                                 for f in sorted((RECIPE_DIR / "scripts").glob("*.sh"))})
-    context.link_file(ctx / "source", p.source.path)
+    if with_source:
+        context.link_file(ctx / "source", p.source.path)
+    else:
+        context.sync_tree(ctx / "source", {})
     patches = p.inputs.series.patches(p.request.variant)
     context.sync_tree(ctx / "patches", {f"{i:04d}-{f.name}": (f.read_bytes(), 0o644)
                                 for i, f in enumerate(patches, 1)})
@@ -273,14 +279,17 @@ def stage(p: Plan, ctx: Path) -> None:
            for i, f in enumerate(p.inputs.fragments, 1)}})
 
 
+def engine_arch(engine: Engine) -> Arch:
+    """The arch the engine builds on: where a cross toolchain's binaries run."""
+    return resolve(str(engine.info().get("Architecture") or "x86_64"))
+
+
 def builder_platform(engine: Engine) -> str:
-    """The platform the engine builds on: where a cross toolchain's binaries run."""
-    return resolve(str(engine.info().get("Architecture") or "x86_64")).platform
+    return engine_arch(engine).platform
 
 
-def build_args(p: Plan, engine: Engine, jobs: int) -> dict[str, str]:
+def build_args(p: Plan, build_arch: Arch, jobs: int) -> dict[str, str]:
     arch = p.arch
-    build_arch = resolve(str(engine.info().get("Architecture") or "x86_64"))
     native = p.request.native or build_arch.name == arch.name
     args = dict(p.inputs.build_args())
     args.update({
@@ -308,7 +317,11 @@ def log_path(settings: Settings, p: Plan) -> Path:
 
 def _run(engine: Engine, b: buildx.Build, log: Path, what: str) -> None:
     argv = buildx.command(b, engine.cli_args())
-    code = buildx.run(argv, engine.cli_env(), log)
+    check_exit(buildx.run(argv, engine.cli_env(), log), log, what)
+
+
+def check_exit(code: int, log: Path, what: str) -> None:
+    """A failed step becomes one line: the diagnosed cause and fix, or the exit code and log."""
     if code == 0:
         return
     found = diagnose_file(log)
@@ -362,26 +375,71 @@ class Session:
 
 
 @contextlib.contextmanager
-def session(settings: Settings, p: Plan, engine: Engine, jobs: int,
-            kconfig_base: str = "") -> Iterator[Session]:
-    """Stage the context under its lock and hold the lock while the build uses it."""
-    log = log_path(settings, p)
+def staged(settings: Settings, p: Plan, build_arch: Arch, jobs: int,
+           kconfig_base: str = "", with_source: bool = True
+           ) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """Stage the context under its lock and hold the lock while the build uses it; yield it
+    with the arguments every step shares."""
     ctx = Path(settings.cache_dir) / "context" / p.cache_key
     with context.locked(ctx.with_suffix(".lock"), f"{p.request.version} {p.arch.name}"):
-        stage(p, ctx)
-        args = build_args(p, engine, jobs)
+        stage(p, ctx, with_source)
+        args = build_args(p, build_arch, jobs)
         if kconfig_base:
             args["KCONFIG_BASE"] = kconfig_base
-        base: dict[str, Any] = dict(context=ctx, platform=p.arch.platform, args=args,
-                                    builder=settings.builder_name)
-        yield Session(p, engine, jobs, log, ctx, base)
+        yield ctx, dict(context=ctx, platform=p.arch.platform, args=args,
+                        builder=settings.builder_name)
 
 
-def configure(s: Session, tmp: Path) -> Path:
+@contextlib.contextmanager
+def session(settings: Settings, p: Plan, engine: Engine, jobs: int,
+            kconfig_base: str = "") -> Iterator[Session]:
+    with staged(settings, p, engine_arch(engine), jobs, kconfig_base) as (ctx, base):
+        yield Session(p, engine, jobs, log_path(settings, p), ctx, base)
+
+
+def configure(s: Steps, tmp: Path) -> Path:
     """Run the config step; its files (requested, base, config, fragments) land in tmp."""
     out = tmp / "config"
     s.run("configuring the kernel", target="config", local_output=out)
     return out
+
+
+class Steps(Protocol):
+    """What runs a build's BuildKit steps: a local Session, or a remote one."""
+
+    def run(self, what: str, **kw: Any) -> None: ...
+
+
+def make_images(s: Steps, p: Plan, build_platform: str) -> dict[str, str]:
+    """Config check, compile, kernel image (and -builder): the steps of every build, local or
+    remote; the compile's facts become the images' labels."""
+    request = p.request
+    with tempfile.TemporaryDirectory(prefix="lkbuild-") as tmp:
+        check_config(p, configure(s, Path(tmp)))
+        facts_dir = Path(tmp) / "facts"
+        s.run("compiling the kernel", target="facts", local_output=facts_dir,
+              no_cache=request.force)
+        facts = {f.name: f.read_text().strip() for f in facts_dir.iterdir()}
+    labels = {
+        f"{LABEL}.release": facts.get("release", ""),
+        f"{LABEL}.vermagic": facts.get("vermagic", ""),
+        f"{LABEL}.config.sha256": facts.get("config-sha256", ""),
+        f"{LABEL}.source.sha256": p.source.sha256,
+        f"{LABEL}.compiler": facts.get("compiler", ""),
+        f"{LABEL}.build-image": p.build_image,
+        f"{LABEL}.hash": p.digest,
+        f"{LABEL}.version": request.version,
+        f"{LABEL}.arch": p.arch.name,
+    }
+    if request.builder_image:
+        labels[f"{LABEL}.builder"] = p.builder_refs[0]
+    s.run("packaging the kernel image", target="kernel", labels=labels, tags=p.refs)
+    if request.builder_image:
+        # It runs where it was built (cross compiler, host tools for the build
+        # platform), so it carries the build platform, unless it is the target's own.
+        s.run("making the builder image", target="builder", labels=labels,
+              tags=p.builder_refs, platform=p.arch.platform if request.native else build_platform)
+    return facts
 
 
 def build(settings: Settings, request: Request) -> Result:
@@ -405,32 +463,7 @@ def build(settings: Settings, request: Request) -> Result:
                 "expect it to be many times slower than a cross build")
     with session(settings, p, engine, jobs) as s:
         ui.info(f"building {p.refs[0]} on {engine.describe()} with make -j{jobs}; log: {s.log}")
-        with tempfile.TemporaryDirectory(prefix="lkbuild-") as tmp:
-            check_config(p, configure(s, Path(tmp)))
-            facts_dir = Path(tmp) / "facts"
-            s.run("compiling the kernel", target="facts", local_output=facts_dir,
-                  no_cache=request.force)
-            facts = {f.name: f.read_text().strip() for f in facts_dir.iterdir()}
-        labels = {
-            f"{LABEL}.release": facts.get("release", ""),
-            f"{LABEL}.vermagic": facts.get("vermagic", ""),
-            f"{LABEL}.config.sha256": facts.get("config-sha256", ""),
-            f"{LABEL}.source.sha256": p.source.sha256,
-            f"{LABEL}.compiler": facts.get("compiler", ""),
-            f"{LABEL}.build-image": p.build_image,
-            f"{LABEL}.hash": p.digest,
-            f"{LABEL}.version": request.version,
-            f"{LABEL}.arch": p.arch.name,
-        }
-        if request.builder_image:
-            labels[f"{LABEL}.builder"] = p.builder_refs[0]
-        s.run("packaging the kernel image", target="kernel", labels=labels, tags=p.refs)
-        if request.builder_image:
-            # It runs where it was built (cross compiler, host tools for the build
-            # platform), so it carries the build platform, unless it is the target's own.
-            s.run("making the builder image", target="builder", labels=labels,
-                  tags=p.builder_refs,
-                  platform=p.arch.platform if request.native else builder_platform(engine))
+        facts = make_images(s, p, builder_platform(engine))
         log = s.log
     image = engine.image(p.refs[0])
     if image is None:

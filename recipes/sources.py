@@ -292,7 +292,7 @@ def _remember(cache_dir: Path, path: Path, **facts: str) -> None:
         pass  # only a speed-up: the next call computes the answer again
 
 
-def _hash_file(path: Path) -> str:
+def hash_file(path: Path) -> str:
     h = hashlib.sha256()
     try:
         with path.open("rb") as fh:
@@ -321,7 +321,7 @@ def _remembered(path: Path | str, cache_dir: Path | None, field: str,
 
 def digest(path: Path | str, cache_dir: Path | None = None) -> str:
     """sha256 of a file (remembered; `cache_dir` defaults to the setting cache_dir)."""
-    return _remembered(path, cache_dir, "sha256", _hash_file)
+    return _remembered(path, cache_dir, "sha256", hash_file)
 
 
 def _read_tarball_version(path: Path) -> str:
@@ -667,6 +667,47 @@ def _from_file(settings: Settings, version: str, source: str) -> SourceTarball:
                           f"pass --version {found}, or the tarball of {version}")
     return SourceTarball(path=path, sha256=digest(path, cache), version=found,
                          origin=str(path), signature=LOCAL)
+
+
+@dataclass(frozen=True)
+class Located:
+    """A mirror or URL source known by its verified digest, not downloaded: a build host
+    fetches it itself and checks it against that digest."""
+
+    url: str
+    sha256: str
+    name: str
+    signature: str
+
+
+def locate(settings: Settings, version: str, source: str | None = None) -> Located | None:
+    """Where a non-local source comes from and its digest (None for a local file)."""
+    parse_version(version)
+    if source and not is_url(source):
+        return None
+    if not source:
+        mirror = str(settings.kernel_mirror or "").strip()
+        if not re.match(r"https?://", mirror, re.I):
+            raise UserError(f"kernel mirror {mirror!r} is not an http(s) URL",
+                            "set LKBUILD_KERNEL_MIRROR (setting kernel_mirror), or give "
+                            "--source FILE|URL")
+        url, sums_url = mirror_urls(mirror, version)
+        known = cached_sha256(settings, version)  # verified when it was fetched here
+        if known is not None:
+            return Located(url, known, tarball_name(version), "verified when fetched here")
+        sha, signature = _expected(settings, sums_url, tarball_name(version), MIRROR_HINT, None)
+        return Located(url, sha, tarball_name(version), signature)
+    url, pinned = split_pin(source)
+    if urllib.parse.urlsplit(url).scheme.lower() not in ("http", "https"):
+        raise UserError(f"unsupported source URL {url}", "use http(s)://... or a local file")
+    name = url_file_name(url) or tarball_name(version)
+    if pinned is not None:
+        return Located(url, pinned.lower(), name, PINNED)
+    missing = VerifyError(f"no {SUMS_NAME} beside {url} to verify it against",
+                          "append #sha256=<64 hex digits> to the URL, or use --source FILE")
+    sha, signature = _expected(settings, sums_url_beside(url), url_file_name(url), URL_HINT,
+                               missing)
+    return Located(url, sha, name, signature)
 
 
 def fetch(settings: Settings, version: str, source: str | None = None) -> SourceTarball:

@@ -6,6 +6,8 @@ from typing import Callable, Iterator
 import docker
 import pytest
 
+from tests.integration.daemons import (auth_registry, registry, remote_engine,  # noqa: F401
+                                      ssh_server, ssh_server2)
 from tests.integration.kernels import lkbuild, remove_images, small_args, source_version
 
 
@@ -41,6 +43,23 @@ def small_kernel(kernel_cache: Path, kver: str) -> Callable[[str], dict]:
             assert run.code == 0, run.err[-3000:]
             (result,) = run.json()
             built[arch] = result
+        return built[arch]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def hello(kernel_cache: Path, small_kernel: Callable[[str], dict]) -> Callable[[str], dict]:
+    """`inv buildmodule --module hello` against the session's small kernel, once per arch."""
+    built: dict[str, dict] = {}
+
+    def get(arch: str) -> dict:
+        if arch not in built:
+            kernel = small_kernel(arch)["refs"][0]
+            run = lkbuild(kernel_cache, "buildmodule", "--kernel", kernel, "--module", "hello",
+                          "--json")
+            assert run.code == 0, run.err[-3000:]
+            built[arch] = run.json()
         return built[arch]
 
     return get

@@ -88,3 +88,10 @@ def labels(ref: str) -> dict[str, str]:
     import docker
 
     return docker.from_env().images.get(ref).labels
+
+
+def one_error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.startswith("lkbuild: error:")]
+    assert len(lines) == 1, err[-2000:]
+    assert "Traceback" not in err
+    return lines[0]

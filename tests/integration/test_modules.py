@@ -15,7 +15,8 @@ from typing import Callable
 import docker
 import pytest
 
-from tests.integration.kernels import (DATA, ORG, image_files, labels, lkbuild, small_args)
+from tests.integration.kernels import (DATA, ORG, image_files, labels, lkbuild, one_error_line,
+                                      small_args)
 
 pytestmark = pytest.mark.slow
 
@@ -40,23 +41,6 @@ def kernel_variant(kernel_cache: Path, kver: str) -> Callable[[str, str], dict]:
     return get
 
 
-@pytest.fixture(scope="session")
-def hello(kernel_cache: Path, small_kernel: Callable[[str], dict]) -> Callable[[str], dict]:
-    """`inv buildmodule --module hello` against the session's small kernel, once per arch."""
-    built: dict[str, dict] = {}
-
-    def get(arch: str) -> dict:
-        if arch not in built:
-            kernel = small_kernel(arch)["refs"][0]
-            run = lkbuild(kernel_cache, "buildmodule", "--kernel", kernel, "--module", "hello",
-                          "--json")
-            assert run.code == 0, run.err[-3000:]
-            built[arch] = run.json()
-        return built[arch]
-
-    return get
-
-
 def kernel_flags(kver: str, arch: str) -> list[str]:
     """--kernel VERSION and the flags that pick the session's small kernel image for it."""
     return ["--kernel", kver] + small_args(kver, arch)[2:]
@@ -64,13 +48,6 @@ def kernel_flags(kver: str, arch: str) -> list[str]:
 
 def containers() -> set[str]:
     return {c.id for c in docker.from_env().containers.list(all=True)}
-
-
-def one_error_line(err: str) -> str:
-    lines = [line for line in err.splitlines() if line.startswith("lkbuild: error:")]
-    assert len(lines) == 1, err[-2000:]
-    assert "Traceback" not in err
-    return lines[0]
 
 
 @pytest.mark.parametrize("arch", ["amd64", "arm64"])

@@ -1,0 +1,142 @@
+"""Remote build benchmark: lkbuild's SSH path against the bare tools, side by side in one run.
+
+Prints, and writes as JSON:
+  image transfer (docker save over lkbuild's SSH channel into the local engine, checked by ID)
+    / raw `ssh cat` of the same bytes (OpenSSH's client, and the same Paramiko channel)
+  remote build total (`inv remote-build`, cold) / the same build run locally on that engine
+    (`inv build` with DOCKER_HOST at it, cold)
+
+The remote is a real sshd on loopback whose logins talk to a second dockerd (its own data root,
+socket and network namespace), as in the integration tests, so every byte crosses SSH.
+
+usage: python bench/remote.py [--quick] [--source TARBALL] [--out FILE]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from recipes import engine as enginemod  # noqa: E402
+from recipes import ssh  # noqa: E402
+from tests.integration.daemons import DockerEngine, SSHServer  # noqa: E402
+
+BUILD_IMAGE = "lkbuild/build:bookworm"
+RUN = uuid.uuid4().hex[:8]
+UNAME = {"amd64": "x86_64", "arm64": "aarch64"}
+
+
+def lkbuild(*args: str, env: dict[str, str]) -> tuple[float, dict]:
+    full = {k: v for k, v in os.environ.items() if not k.startswith("LKBUILD_")}
+    full.update({"LKBUILD_BUILD_IMAGE": BUILD_IMAGE, "LKBUILD_MIN_FREE_GB": "5",
+                 "PYTHONPATH": str(ROOT), **env})
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "recipes", *args, "--json"], cwd=ROOT,
+                          env=full, capture_output=True, text=True)
+    elapsed = time.monotonic() - started
+    if proc.returncode != 0:
+        sys.exit(f"lkbuild {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
+    return elapsed, json.loads(proc.stdout)[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="the small config (minutes)")
+    parser.add_argument("--source", default="/usr/src/linux-source-6.12.tar.xz")
+    parser.add_argument("--arch", default="amd64")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "remote.json"))
+    args = parser.parse_args()
+    build_flags = ["--source", args.source, "--arch", args.arch]
+    if args.quick:
+        build_flags += ["--config", str(ROOT / "tests" / "data" /
+                                        f"small-{UNAME[args.arch]}.config")]
+    work = Path(tempfile.mkdtemp(prefix="lkbuild-bench-"))
+    engine = DockerEngine(Path(tempfile.mkdtemp(prefix="lkb-", dir="/tmp")))
+    server = None
+    try:
+        engine.start()
+        engine.load_from_host(BUILD_IMAGE)
+        server = SSHServer(work / "sshd", engine.host)
+        server.start()
+        known = work / "known_hosts"
+        known.write_text(server.known_hosts_line())
+        cache = work / "cache"
+        base = {"LKBUILD_CACHE_DIR": str(cache), "LKBUILD_ORG": f"lkbuild-bench-{RUN}"}
+
+        remote_s, remote_out = lkbuild(
+            "remote-build", "--host", server.host_spec, "--identity", str(server.identity),
+            "--known-hosts", str(known), *build_flags,
+            env={**base, "LKBUILD_CACHE_ID": f"bench-remote-{RUN}"})
+        local_s, _ = lkbuild(
+            "build", *build_flags, "--force",
+            env={**base, "LKBUILD_CACHE_ID": f"bench-local-{RUN}", "DOCKER_HOST": engine.host})
+
+        # The transfer: the -builder image (the bigger one) back into the local engine.
+        ref = next(r for r in remote_out["refs"] if "-builder-" in r)
+        local = enginemod.connect()
+        remote = ssh.connect(server.host_spec, identity=str(server.identity),
+                             known_hosts=str(known))
+        try:
+            local.client.api.remove_image(local.client.api.inspect_image(ref)["Id"],
+                                          force=True)
+            started = time.monotonic()
+            ssh.fetch_image(remote, ref, local)
+            fetch_s = time.monotonic() - started
+            saved = work / "image.tar"
+            subprocess.run(["docker", "save", "-o", str(saved), ref], check=True,
+                           env={**os.environ, "DOCKER_HOST": engine.host})
+            size = saved.stat().st_size
+            started = time.monotonic()
+            subprocess.run(["ssh", "-i", str(server.identity), "-p", str(server.port), "-o",
+                            f"UserKnownHostsFile={known}", "-o", "StrictHostKeyChecking=yes",
+                            "root@127.0.0.1", f"cat {saved}"], stdout=subprocess.DEVNULL,
+                           check=True)
+            openssh_s = time.monotonic() - started
+            started = time.monotonic()
+            remote.recv_stream(f"cat {saved}", lambda data: None)
+            channel_s = time.monotonic() - started
+        finally:
+            remote.close()
+            local.close()
+        mb = size / 1e6
+        results = {
+            "inputs": {"source": args.source, "arch": args.arch,
+                       "config": "small" if args.quick else "series",
+                       "cpus": os.cpu_count(), "machine": platform.machine(),
+                       "image": ref, "image_mb": round(mb, 1)},
+            "transfer_mb_s": round(mb / fetch_s, 1),
+            "openssh_cat_mb_s": round(mb / openssh_s, 1),
+            "channel_cat_mb_s": round(mb / channel_s, 1),
+            "transfer_vs_openssh_cat": round(openssh_s / fetch_s, 3),
+            "transfer_vs_channel_cat": round(channel_s / fetch_s, 3),
+            "remote_build_s": round(remote_s, 1),
+            "local_build_on_that_engine_s": round(local_s, 1),
+            "remote_vs_local_build": round(remote_s / local_s, 3),
+        }
+    finally:
+        if server is not None:
+            server.stop()
+        engine.stop()
+        shutil.rmtree(engine.root, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
+    print(json.dumps(results, indent=2))
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    print(f"image transfer / raw ssh cat (OpenSSH): {results['transfer_vs_openssh_cat']}"
+          f"  (goal >= 0.8)")
+    print(f"image transfer / raw cat on the same channel: {results['transfer_vs_channel_cat']}")
+    print(f"remote build / local build on that engine: {results['remote_vs_local_build']}")
+
+
+if __name__ == "__main__":
+    main()

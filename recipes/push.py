@@ -1,0 +1,603 @@
+"""Push and pull: which local images go to which tags, and the indexes that join the arches.
+
+Every local image is pushed under its per-arch tags (`<v>-<hash>-<arch>`, `<v>-<arch>`); the
+arches are then joined in OCI indexes: `<v>` (updated: other arches already in it stay) and
+`<v>-<ihash>` (exactly this set, `ihash` hashing the per-arch hashes). The whole plan, with
+every digest and what the registry holds now, is made before anything is sent, so a conflict
+stops the push before any tag moved, and `--dry-run` is the plan printed.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from . import kernel, module as modulemod, registry, sources, ui
+from .arch import Arch, canonical, resolve
+from .atomic import write_text
+from .engine import Engine
+from .errors import InfraError, UserError
+from .registry import Client, Entry, Platform
+from .series import parse_version
+from .settings import Settings
+
+GZIP_LEVEL = 6
+INDEX_HASH_LEN = 12
+
+
+@dataclass
+class Image:
+    """One local image and the per-arch tags it is pushed under."""
+
+    local: str
+    image_id: str
+    platform: Platform
+    repo: str
+    tags: list[str]
+    group: str  # the index it joins, e.g. 6.12.54, 6.12.54-dbg, 2.3.2-6.12.54-linuxkit-loader
+    digest: str  # lkbuild's content hash of its inputs
+    arch: str
+    diff_ids: list[str]
+    in_index: bool = True  # a cross builder runs on the build platform: arch tags only
+
+
+@dataclass
+class Outcome:
+    """What one tag got (or would get)."""
+
+    ref: str
+    digest: str
+    status: str  # new, unchanged, update, conflict, pushed, replaced
+    kind: str  # image or index
+    platforms: list[str] = field(default_factory=list)
+    current: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        return {"ref": self.ref, "digest": self.digest, "status": self.status,
+                "kind": self.kind, "platforms": self.platforms,
+                **({"current": self.current} if self.current else {})}
+
+
+def index_hash(images: list[Image]) -> str:
+    """A name for exactly this set of arches and builds."""
+    text = "\n".join(sorted(f"{i.arch} {i.digest} {i.image_id}" for i in images))
+    return hashlib.sha256(text.encode()).hexdigest()[:INDEX_HASH_LEN]
+
+
+def groups(images: list[Image]) -> dict[tuple[str, str], list[Image]]:
+    """Images by the index they join; an index holds one image per platform."""
+    out: dict[tuple[str, str], list[Image]] = {}
+    for image in images:
+        if not image.in_index:
+            continue
+        members = out.setdefault((image.repo, image.group), [])
+        twin = next((m for m in members if m.platform.same(image.platform)), None)
+        if twin is not None:
+            raise UserError(f"{twin.local} and {image.local} are both {image.platform} images",
+                            "an index holds one image per platform: rebuild the wrong one, or "
+                            "push them with separate --arch runs")
+        members.append(image)
+    return out
+
+
+def index_tags(group: str, images: list[Image]) -> list[str]:
+    """`<group>` and `<group>-<ihash>` (the kind stays whole within 128 characters)."""
+    ihash = index_hash(images)
+    return [group, f"{group[:127 - len(ihash)]}-{ihash}"]
+
+
+# --- which local images ------------------------------------------------------------------------
+
+def local_candidates(settings: Settings, name: str) -> list[str]:
+    """Local repositories an image may stand under: with the registry prefix, then without."""
+    repos = [kernel.repository(settings, name)]
+    plain = f"{settings.org}/{name}"
+    if plain not in repos:
+        repos.append(plain)
+    return repos
+
+
+def _find(engine: Engine, settings: Settings, name: str, tag: str) -> tuple[str, dict] | None:
+    for repo in local_candidates(settings, name):
+        attrs = engine.image(f"{repo}:{tag}")
+        if attrs is not None:
+            return f"{repo}:{tag}", attrs
+    return None
+
+
+def _labels(attrs: dict) -> dict[str, str]:
+    return dict((attrs.get("Config") or {}).get("Labels") or {})
+
+
+def _image(local: str, attrs: dict, repo: str, tags: list[str], group: str, digest: str,
+           arch: str, in_index: bool = True) -> Image:
+    return Image(local, str(attrs["Id"]), Platform.of(attrs), repo, tags, group, digest, arch,
+                 list((attrs.get("RootFS") or {}).get("Layers") or []), in_index)
+
+
+def kernel_images(settings: Settings, engine: Engine, version: str, arches: list[Arch],
+                  debug: bool) -> list[Image]:
+    """The kernel (and -builder, and with debug the -dbg) images of a version, per arch.
+
+    With no --arch, every arch that has a local image; a named arch must have one.
+    """
+    parse_version(version)
+    target(settings)
+    repo = f"{settings.org}/{kernel.IMAGE}"
+    registry.check_repository(repo)
+    wanted = arches or [resolve(a) for a in canonical()]
+    out: list[Image] = []
+    for a in wanted:
+        found = _find(engine, settings, kernel.IMAGE, kernel.tag(version, None, a))
+        if found is None:
+            if arches:
+                raise UserError(f"no local image {kernel.ref(settings, version, None, a)}",
+                                f"build it with `inv build --version {version} --arch {a.name}`")
+            continue
+        kinds = [(False, False), (False, True)] + ([(True, False)] if debug else [])
+        for dbg, builder in kinds:
+            found = _find(engine, settings, kernel.IMAGE,
+                          kernel.tag(version, None, a, dbg, builder))
+            if found is None:
+                if dbg:
+                    raise UserError(
+                        f"no local debug image {kernel.ref(settings, version, None, a, True)}",
+                        f"build it with `inv builddebugkernel --version {version} "
+                        f"--arch {a.name}`")
+                if builder:
+                    ui.info(f"no -builder image for {version} {a.name} (`inv build` makes it): "
+                            "pushing the kernel without it")
+                continue
+            local, attrs = found
+            digest = _labels(attrs).get(f"{kernel.LABEL}.hash", "")
+            if not digest:
+                raise UserError(f"{local} carries no {kernel.LABEL}.hash label",
+                                "push only images lkbuild built; rebuild with `inv build`")
+            platform = Platform.of(attrs)
+            native = platform.architecture == a.platform.split("/")[1]
+            if not builder and not native:
+                raise UserError(f"{local} is a {platform} image, not {a.platform}",
+                                f"rebuild it with `inv build --version {version} --arch "
+                                f"{a.name} --force`")
+            if builder and not native:
+                ui.info(f"{local} is a cross builder that runs on {platform}: pushed under its "
+                        f"arch tags, not in the {kernel.tag(version, None, None, dbg, builder)} "
+                        "index")
+            out.append(_image(local, attrs, repo,
+                              [kernel.tag(version, digest, a, dbg, builder),
+                               kernel.tag(version, None, a, dbg, builder)],
+                              kernel.tag(version, None, None, dbg, builder), digest, a.name,
+                              in_index=not builder or native))
+    if not out:
+        raise UserError(f"no local kernel images for {version} under "
+                        f"{' or '.join(local_candidates(settings, kernel.IMAGE))}",
+                        f"build them with `inv build --version {version} --arch ARCH`")
+    return out
+
+
+def release_matches(release: str, kernel_version: str) -> bool:
+    """`6.12.54` names the kernel `6.12.54-linuxkit`; a full release names itself."""
+    return release == kernel_version or (release.startswith(kernel_version) and
+                                         release[len(kernel_version):][:1] in ("-", "+", "_"))
+
+
+def module_images(settings: Settings, engine: Engine, name: str, kernel_version: str,
+                  arches: list[Arch]) -> list[Image]:
+    """The module and loader images built for a kernel, per arch and module version."""
+    target(settings)
+    repo = f"{settings.org}/{name}"
+    registry.check_repository(repo)
+    label = modulemod.LABEL
+    out: list[Image] = []
+    seen: set[str] = set()
+    for local_repo in local_candidates(settings, name):
+        try:
+            listed = engine.client.api.images(name=local_repo)
+        except Exception as exc:  # the SDK raises several unrelated types
+            raise InfraError(f"cannot list images on {engine.describe()}: {exc}") from None
+        for summary in listed:
+            attrs = engine.image(str(summary["Id"]))
+            if attrs is None:
+                continue
+            labels = _labels(attrs)
+            release = labels.get(f"{label}.kernel.release", "")
+            arch_name = labels.get(f"{label}.arch", "")
+            if labels.get(f"{label}.name") != name or not release_matches(release,
+                                                                          kernel_version):
+                continue
+            if arches and arch_name not in [a.name for a in arches]:
+                continue
+            a = resolve(arch_name)
+            version, digest = labels.get(f"{label}.version", ""), labels.get(f"{label}.hash", "")
+            tags_here = {t.rsplit(":", 1)[1] for t in attrs.get("RepoTags") or []
+                         if t.rsplit(":", 1)[0] == local_repo}
+            for loader in (False, True):
+                moving = modulemod.tags(version, release, a, None, loader)
+                if moving not in tags_here or f"{local_repo}:{moving}" in seen:
+                    continue
+                seen.add(f"{local_repo}:{moving}")
+                group = moving[:-len(a.name) - 1]
+                out.append(_image(f"{local_repo}:{moving}", attrs, repo,
+                                  [modulemod.tags(version, release, a, digest, loader), moving],
+                                  group, digest, a.name))
+    missing = [a.name for a in arches if a.name not in {i.arch for i in out}]
+    if not out or missing:
+        which = f" for {', '.join(missing)}" if missing else ""
+        raise UserError(f"no local {name} module images for kernel {kernel_version}{which}",
+                        f"build them with `inv buildmodule --module {name} --kernel "
+                        f"{kernel_version}" + (f" --arch {missing[0]}`" if missing else "`"))
+    return out
+
+
+# --- blobs: exported from the engine, compressed once, remembered ------------------------------
+
+class LayerCache:
+    """diff_id -> compressed (digest, size), and image configs by ID, under the cache dir.
+
+    With both known, an image's manifest (and so its digest) is known without exporting it.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.file = root / "layers.json"
+        try:
+            self.layers: dict[str, dict[str, Any]] = json.loads(self.file.read_text())
+        except (OSError, ValueError):
+            self.layers = {}
+
+    def config(self, image_id: str) -> bytes | None:
+        path = self.root / "configs" / image_id.replace(":", "-")
+        try:
+            data = path.read_bytes()
+        except OSError:
+            return None
+        return data if registry.sha256(data) == image_id else None
+
+    def remember(self, image_id: str, config: bytes, layers: dict[str, tuple[str, int]]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        write_text(self.root / "configs" / image_id.replace(":", "-"), config.decode())
+        self.layers.update({k: {"digest": d, "size": s} for k, (d, s) in layers.items()})
+        write_text(self.file, json.dumps(self.layers, indent=1, sort_keys=True))
+
+    def known(self, image: Image) -> tuple[bytes, list[tuple[str, int]]] | None:
+        config = self.config(image.image_id)
+        if config is None or not all(d in self.layers for d in image.diff_ids):
+            return None
+        return config, [(self.layers[d]["digest"], int(self.layers[d]["size"]))
+                        for d in image.diff_ids]
+
+
+@dataclass
+class Exported:
+    config: bytes
+    layers: list[tuple[str, int]]  # compressed digest, size, in order
+    files: dict[str, Path]  # compressed digest -> file
+
+
+def _safe_members(tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
+    for member in tar:
+        name = Path(member.name)
+        if member.isfile() and not name.is_absolute() and ".." not in name.parts:
+            yield member
+
+
+def export(engine: Engine, image: Image, dest: Path) -> Exported:
+    """`docker save` the image, then gzip each layer (mtime 0: the same bytes every time).
+
+    Both save formats are read: the classic one (`<id>/layer.tar`) and the OCI layout of newer
+    engines, whose layers may already be compressed (then they are sent as they are).
+    """
+    spool = dest / "save"
+    spool.mkdir(parents=True)
+    try:
+        stream = engine.client.api.get_image(image.local)
+        with tempfile.TemporaryFile(dir=dest) as raw:
+            for chunk in stream:
+                raw.write(chunk)
+            raw.seek(0)
+            with tarfile.open(fileobj=raw, mode="r:") as tar:
+                for member in _safe_members(tar):
+                    target = spool / member.name
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    src = tar.extractfile(member)
+                    assert src is not None
+                    with src, target.open("wb") as fh:
+                        shutil.copyfileobj(src, fh, 1 << 20)
+    except (tarfile.TarError, OSError) as exc:
+        raise InfraError(f"exporting {image.local} from {engine.describe()} failed: {exc}") \
+            from None
+    except Exception as exc:  # the SDK raises several unrelated types
+        raise InfraError(f"exporting {image.local} from {engine.describe()} failed: "
+                         f"{' '.join(str(exc).split())[:200]}") from None
+    (entry,) = json.loads((spool / "manifest.json").read_text())
+    config = (spool / entry["Config"]).read_bytes()
+    if registry.sha256(config) != image.image_id:
+        raise InfraError(f"the engine exported another config for {image.local}",
+                         "it changed while being pushed: push again")
+    layers: list[tuple[str, int]] = []
+    files: dict[str, Path] = {}
+    for n, rel in enumerate(entry["Layers"]):
+        path = spool / rel
+        with path.open("rb") as fh:
+            compressed = fh.read(2) == b"\x1f\x8b"
+        if compressed:
+            out = path
+        else:
+            out = dest / f"layer-{n}.tar.gz"
+            try:
+                gzip_file(path, out)
+            except (OSError, subprocess.CalledProcessError) as exc:
+                raise InfraError(f"compressing a layer of {image.local} failed: {exc}") from None
+            path.unlink()
+        digest = "sha256:" + sources.hash_file(out)
+        layers.append((digest, out.stat().st_size))
+        files[digest] = out
+    return Exported(config, layers, files)
+
+
+def gzip_file(src: Path, out: Path) -> None:
+    """gzip without name or timestamp, so the same layer gives the same blob; pigz uses every
+    core where it is installed (its bytes differ from zlib's, which only costs a re-upload)."""
+    pigz = shutil.which("pigz")
+    with src.open("rb") as fin, out.open("wb") as fout:
+        if pigz:
+            subprocess.run([pigz, "-n", f"-{GZIP_LEVEL}", "-c"], stdin=fin, stdout=fout,
+                           check=True)
+            return
+        with gzip.GzipFile(fileobj=fout, mode="wb", compresslevel=GZIP_LEVEL, mtime=0,
+                           filename="") as gz:
+            shutil.copyfileobj(fin, gz, 1 << 20)
+
+
+# --- the push ----------------------------------------------------------------------------------
+
+@dataclass
+class Prepared:
+    image: Image
+    config: bytes
+    layers: list[tuple[str, int]]
+    exported: Exported | None = None
+    held: Entry | None = None  # the registry's own manifest of this same content, if any
+
+    @property
+    def body(self) -> bytes:
+        return registry.canonical(registry.manifest(self.image.image_id, len(self.config),
+                                                    self.layers))
+
+    @property
+    def digest(self) -> str:
+        return registry.sha256(self.body)
+
+    def entry(self) -> Entry:
+        return self.held or Entry(self.digest, len(self.body), self.image.platform)
+
+
+class Pusher:
+    """One push run: images prepared, the registry compared, then (unless dry) sent."""
+
+    def __init__(self, settings: Settings, engine: Engine, client: Client, work: Path) -> None:
+        self.engine = engine
+        self.client = client
+        self.work = work
+        self.cache = LayerCache(Path(settings.cache_dir) / "push")
+        self.config_of: dict[str, str] = {}
+
+    def ref(self, repo: str, tag: str) -> str:
+        host = self.client.host
+        return f"{repo}:{tag}" if host == registry.DOCKER_HUB else f"{host}/{repo}:{tag}"
+
+    def prepare(self, image: Image) -> Prepared:
+        known = self.cache.known(image)
+        if known is not None:
+            return Prepared(image, *known)
+        return self._export(image)
+
+    def _export(self, image: Image) -> Prepared:
+        ui.info(f"exporting {image.local}")
+        dest = Path(tempfile.mkdtemp(dir=self.work, prefix="image-"))
+        exported = export(self.engine, image, dest)
+        ours = dict(zip(image.diff_ids, exported.layers))
+        if len(ours) == len(exported.layers):
+            self.cache.remember(image.image_id, exported.config, ours)
+        return Prepared(image, exported.config, exported.layers, exported)
+
+    def remote_config(self, repo: str, digest: str) -> str:
+        """The config digest of a manifest in the registry (what identifies its content)."""
+        if digest not in self.config_of:
+            found = self.client.get_manifest(repo, digest, push=True)
+            doc = found.doc if found is not None else {}
+            self.config_of[digest] = str((doc.get("config") or {}).get("digest", ""))
+        return self.config_of[digest]
+
+    def image_outcomes(self, p: Prepared) -> list[Outcome]:
+        out = []
+        for tag in p.image.tags:
+            current = self.client.get_manifest(p.image.repo, tag, push=True)
+            ref = self.ref(p.image.repo, tag)
+            status, was = "new", ""
+            if current is not None:
+                was = current.digest
+                same = current.digest == p.digest or (
+                    current.media_type not in registry.INDEXES
+                    and str((current.doc.get("config") or {}).get("digest")) == p.image.image_id)
+                status = "unchanged" if same else "conflict"
+                if same and current.digest != p.digest:  # the same image, compressed otherwise
+                    p.held = Entry(current.digest, len(current.body), p.image.platform,
+                                   current.media_type)
+            out.append(Outcome(ref, was if status == "unchanged" else p.digest, status, "image",
+                               [str(p.image.platform)], was))
+        return out
+
+    def index_outcome(self, repo: str, tag: str, entries: list[Entry], merge: bool,
+                      by_platform: dict[str, str]) -> tuple[Outcome, bytes]:
+        current = self.client.get_manifest(repo, tag, push=True)
+        status, was = "new", ""
+        final = entries
+        if current is not None:
+            was = current.digest
+            if current.media_type in registry.INDEXES:
+                old = registry.index_entries(current.doc)
+                clash = [e for e in old for o in entries if e.platform.same(o.platform)
+                         and e.digest != o.digest
+                         and self.remote_config(repo, e.digest) != by_platform[str(o.platform)]]
+                final = registry.merged(old, entries) if merge else entries
+                status = "conflict" if clash else "update"
+            else:
+                status = "conflict"
+        body = registry.canonical(registry.index(final))
+        if current is not None and current.digest == registry.sha256(body):
+            status = "unchanged"
+        return Outcome(self.ref(repo, tag), registry.sha256(body), status, "index",
+                       [str(e.platform) for e in registry.index_entries(
+                           json.loads(body))], was), body
+
+    def plan(self, images: list[Image]) -> tuple[list[Prepared], list[Outcome],
+                                                  list[tuple[Outcome, str, bytes]]]:
+        prepared = [self.prepare(i) for i in images]
+        outcomes = [o for p in prepared for o in self.image_outcomes(p)]
+        indexes: list[tuple[Outcome, str, bytes]] = []
+        by_image = {id(p.image): p for p in prepared}
+        for (repo, group), members in groups(images).items():
+            entries = [by_image[id(i)].entry() for i in members]
+            by_platform = {str(i.platform): i.image_id for i in members}
+            for n, tag in enumerate(index_tags(group, members)):
+                outcome, body = self.index_outcome(repo, tag, entries, merge=n == 0,
+                                                   by_platform=by_platform)
+                indexes.append((outcome, repo, body))
+        return prepared, outcomes, indexes
+
+    def send(self, prepared: list[Prepared], outcomes: list[Outcome],
+             indexes: list[tuple[Outcome, str, bytes]]) -> None:
+        todo = {o.ref for o in outcomes if o.status in ("new", "conflict")}
+        for p in prepared:
+            tags = [t for t in p.image.tags if self.ref(p.image.repo, t) in todo]
+            if not tags:
+                continue
+            p = self._blobs(p)
+            for tag in tags:
+                self.client.put_manifest(p.image.repo, tag, registry.OCI_MANIFEST, p.body)
+        for outcome, repo, body in indexes:
+            if outcome.status in ("new", "update", "conflict"):
+                self.client.put_manifest(repo, outcome.ref.rsplit(":", 1)[1], registry.OCI_INDEX,
+                                         body)
+
+    def _blobs(self, p: Prepared) -> Prepared:
+        """Send what the registry lacks; export the image only if a layer must be sent."""
+        repo = p.image.repo
+        missing = [(d, s) for d, s in p.layers if not self.client.has_blob(repo, d)]
+        if missing and p.exported is None:
+            fresh = self._export(p.image)
+            if fresh.layers != p.layers:  # compressed otherwise than remembered: now it is
+                raise InfraError(f"the layers of {p.image.local} compressed to other digests "
+                                 "than lkbuild remembered (nothing was pushed for it)",
+                                 "push again: the digests are now up to date")
+            p = fresh
+        for digest, size in missing:
+            assert p.exported is not None
+            ui.info(f"sending {digest[:19]} ({size / 1e6:.1f} MB) to {repo}")
+            with p.exported.files[digest].open("rb") as fh:
+                self.client.put_blob(repo, digest, size, fh)
+        if not self.client.has_blob(repo, p.image.image_id):
+            self.client.put_blob(repo, p.image.image_id, len(p.config), p.config)
+        return p
+
+
+def target(settings: Settings) -> str:
+    """The registry host pushes and pulls go to (Docker Hub when none is set)."""
+    return registry.check_host(settings.registry or registry.DOCKER_HUB)
+
+
+def push(settings: Settings, engine: Engine, images: list[Image], *, force: bool = False,
+         dry_run: bool = False) -> list[Outcome]:
+    """Push images and their indexes; refuse before sending anything if a tag would move."""
+    host = target(settings)
+    with Client(host, registry.load_auth(host)) as client, \
+            tempfile.TemporaryDirectory(prefix="lkbuild-push-") as tmp:
+        client.ping()
+        pusher = Pusher(settings, engine, client, Path(tmp))
+        prepared, outcomes, indexes = pusher.plan(images)
+        everything = outcomes + [o for o, _, _ in indexes]
+        conflicts = [o for o in everything if o.status == "conflict"]
+        if conflicts and not force:
+            first = conflicts[0]
+            more = f" and {len(conflicts) - 1} more" if len(conflicts) > 1 else ""
+            raise UserError(f"{first.ref} already holds other content ({first.current[:19]}, "
+                            f"ours is {first.digest[:19]}){more}",
+                            "nothing was pushed; --force moves the tag")
+        if dry_run:
+            return everything
+        pusher.send(prepared, outcomes, indexes)
+        done = {"new": "pushed", "conflict": "replaced", "update": "updated"}
+        for o in everything:
+            o.status = done.get(o.status, o.status)
+        return everything
+
+
+def pull(settings: Settings, engine: Engine, version: str, arches: list[Arch],
+         debug: bool = False) -> list[str]:
+    """Pull a version's kernel (and -builder) images and tag them as a local build would."""
+    parse_version(version)
+    host = target(settings)
+    repo = f"{settings.org}/{kernel.IMAGE}"
+    pulled: list[str] = []
+    with Client(host, registry.load_auth(host)) as client:
+        client.ping()
+        for a in arches:
+            kinds = [(debug, False)] + ([] if debug else [(False, True)])
+            for dbg, builder in kinds:
+                tag = kernel.tag(version, None, a, dbg, builder)
+                found = client.get_manifest(repo, tag)
+                if found is None:
+                    if builder:
+                        continue
+                    raise UserError(f"{host}/{repo}:{tag} is not in the registry",
+                                    f"push it with `inv push --version {version} --arch "
+                                    f"{a.name} --registry {host}`")
+                pulled += _pull_one(settings, engine, client, repo, tag, found)
+    return pulled
+
+
+def _pull_one(settings: Settings, engine: Engine, client: Client, repo: str, tag: str,
+              found: registry.Remote) -> list[str]:
+    doc = found.doc
+    if found.media_type in registry.INDEXES:
+        raise UserError(f"{client.host}/{repo}:{tag} is an index, not one arch's image",
+                        "pull per-arch tags")
+    config_digest = str((doc.get("config") or {}).get("digest", ""))
+    config = json.loads(client.request(
+        "GET", f"/v2/{repo}/blobs/{config_digest}", client.scope(repo, False)).content)
+    platform = Platform.of(config)
+    remote = f"{client.host}/{repo}" if client.host != registry.DOCKER_HUB else repo
+    ui.info(f"pulling {remote}:{tag} ({platform})")
+    try:
+        for _ in engine.client.api.pull(remote, tag=tag, stream=True, decode=True,
+                                        platform=str(platform)):
+            pass
+    except Exception as exc:  # the SDK raises several unrelated types
+        raise InfraError(f"pulling {remote}:{tag} into {engine.describe()} failed: "
+                         f"{' '.join(str(exc).split())[:200]}",
+                         registry.login_hint(client.host)) from None
+    attrs = engine.image(f"{remote}:{tag}")
+    if attrs is None or attrs["Id"] != config_digest:
+        raise InfraError(f"{remote}:{tag} did not arrive as {config_digest[:19]}")
+    digest = _labels(attrs).get(f"{kernel.LABEL}.hash", "")
+    local_tags = [tag]
+    if digest:
+        head, _, arch = tag.rpartition("-")
+        local_tags.insert(0, f"{head}-{digest}-{arch}")
+    refs = []
+    for local_repo in local_candidates(settings, kernel.IMAGE):
+        for t in local_tags:
+            try:
+                engine.client.api.tag(attrs["Id"], local_repo, t)
+            except Exception as exc:  # the SDK raises several unrelated types
+                raise InfraError(f"tagging {local_repo}:{t} failed: {exc}") from None
+            refs.append(f"{local_repo}:{t}")
+    return refs
