@@ -302,7 +302,11 @@ class Remote:
                     raise InfraError(f"the SSH connection to {self.spec} dropped during "
                                      f"{_short(cmd)}", "check the network and run it again")
                 time.sleep(0.05)
-        return ch.recv_exit_status()
+        code = ch.recv_exit_status()
+        if code == -1:  # the channel closed without an exit status: the connection died
+            raise InfraError(f"the SSH connection to {self.spec} dropped during {_short(cmd)}",
+                             "nothing was kept; check the network and run it again")
+        return code
 
     def send_stream(self, cmd: str, source: Iterable[bytes] | BinaryIO) -> str:
         """Run cmd with stdin fed from source; its output (small) is returned."""
