@@ -620,13 +620,18 @@ def _sources_dir(settings: Settings) -> Path:
     return Path(settings.cache_dir) / "sources"
 
 
-def _from_mirror(settings: Settings, version: str) -> SourceTarball:
+def _mirror_urls(settings: Settings, version: str) -> tuple[str, str]:
+    """The tarball and sha256sums.asc URLs on the configured mirror, which must be http(s)."""
     mirror = str(settings.kernel_mirror or "").strip()
     if not re.match(r"https?://", mirror, re.I):
         raise UserError(f"kernel mirror {mirror!r} is not an http(s) URL",
                         "set LKBUILD_KERNEL_MIRROR (setting kernel_mirror) to a base URL "
                         "holding v<major>.x/, or give --source FILE|URL")
-    url, sums_url = mirror_urls(mirror, version)
+    return mirror_urls(mirror, version)
+
+
+def _from_mirror(settings: Settings, version: str) -> SourceTarball:
+    url, sums_url = _mirror_urls(settings, version)
     target = _sources_dir(settings) / tarball_name(version)
     return _fetch_remote(settings, version, url, target, sums_url=sums_url, pinned=None,
                          hint=MIRROR_HINT)
@@ -686,12 +691,7 @@ def locate(settings: Settings, version: str, source: str | None = None) -> Locat
     if source and not is_url(source):
         return None
     if not source:
-        mirror = str(settings.kernel_mirror or "").strip()
-        if not re.match(r"https?://", mirror, re.I):
-            raise UserError(f"kernel mirror {mirror!r} is not an http(s) URL",
-                            "set LKBUILD_KERNEL_MIRROR (setting kernel_mirror), or give "
-                            "--source FILE|URL")
-        url, sums_url = mirror_urls(mirror, version)
+        url, sums_url = _mirror_urls(settings, version)
         known = cached_sha256(settings, version)  # verified when it was fetched here
         if known is not None:
             return Located(url, known, tarball_name(version), "verified when fetched here")
