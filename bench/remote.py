@@ -6,10 +6,13 @@ Prints, and writes as JSON:
   remote build total (`inv remote-build`, cold) / the same build run locally on that engine
     (`inv build` with DOCKER_HOST at it, cold)
 
-The remote is a real sshd on loopback whose logins talk to a second dockerd (its own data root,
-socket and network namespace), as in the integration tests, so every byte crosses SSH.
+The remote is a real sshd whose logins talk to a second dockerd (its own data root, socket and
+network namespace), as in the integration tests, so every byte crosses SSH. The transfer is
+measured twice: over loopback, where docker's own save and load are the limit, and through a
+second sshd in a network namespace behind a veth pair shaped to --link-mbit, as a build host
+across a network is.
 
-usage: python bench/remote.py [--quick] [--source TARBALL] [--out FILE]
+usage: python bench/remote.py [--quick] [--source TARBALL] [--link-mbit N] [--out FILE]
 """
 from __future__ import annotations
 
@@ -30,7 +33,8 @@ sys.path.insert(0, str(ROOT))
 
 from recipes import engine as enginemod  # noqa: E402
 from recipes import ssh  # noqa: E402
-from tests.integration.daemons import DockerEngine, SSHServer  # noqa: E402
+from tests.integration.daemons import DockerEngine, Link, SSHServer  # noqa: E402
+from tests.integration.kernels import remove_images  # noqa: E402
 
 BUILD_IMAGE = "lkbuild/build:bookworm"
 RUN = uuid.uuid4().hex[:8]
@@ -56,6 +60,8 @@ def main() -> None:
     parser.add_argument("--source", default="/usr/src/linux-source-6.12.tar.xz")
     parser.add_argument("--arch", default="amd64")
     parser.add_argument("--out", default=str(ROOT / "bench" / "remote.json"))
+    parser.add_argument("--link-mbit", type=int, default=1000,
+                        help="rate of the shaped link to the second build host path")
     args = parser.parse_args()
     build_flags = ["--source", args.source, "--arch", args.arch]
     if args.quick:
@@ -82,44 +88,42 @@ def main() -> None:
             "build", *build_flags, "--force",
             env={**base, "LKBUILD_CACHE_ID": f"bench-local-{RUN}", "DOCKER_HOST": engine.host})
 
-        # The transfer: the -builder image (the bigger one) back into the local engine.
+        # The transfer: the -builder image (the bigger one) back into the local engine, over
+        # loopback (docker's own save and load bound it) and over a shaped link (a build host
+        # across a network), each against a raw cat of the same bytes on the same path.
         ref = next(r for r in remote_out["refs"] if "-builder-" in r)
-        local = enginemod.connect()
-        remote = ssh.connect(server.host_spec, identity=str(server.identity),
-                             known_hosts=str(known))
+        saved = work / "image.tar"
+        subprocess.run(["docker", "save", "-o", str(saved), ref], check=True,
+                       env={**os.environ, "DOCKER_HOST": engine.host})
+        size = saved.stat().st_size
+        paths = {"loopback": measure(server, known, ref, saved)}
+        link = Link(f"lkbench-{RUN}", args.link_mbit)
+        link.start()
         try:
-            local.client.api.remove_image(local.client.api.inspect_image(ref)["Id"],
-                                          force=True)
-            started = time.monotonic()
-            ssh.fetch_image(remote, ref, local)
-            fetch_s = time.monotonic() - started
-            saved = work / "image.tar"
-            subprocess.run(["docker", "save", "-o", str(saved), ref], check=True,
-                           env={**os.environ, "DOCKER_HOST": engine.host})
-            size = saved.stat().st_size
-            started = time.monotonic()
-            subprocess.run(["ssh", "-i", str(server.identity), "-p", str(server.port), "-o",
-                            f"UserKnownHostsFile={known}", "-o", "StrictHostKeyChecking=yes",
-                            "root@127.0.0.1", f"cat {saved}"], stdout=subprocess.DEVNULL,
-                           check=True)
-            openssh_s = time.monotonic() - started
-            started = time.monotonic()
-            remote.recv_stream(f"cat {saved}", lambda data: None)
-            channel_s = time.monotonic() - started
+            far = SSHServer(work / "sshd-link", engine.host, netns=link.netns,
+                            address=link.there)
+            far.start()
+            try:
+                far_known = work / "known_hosts_link"
+                far_known.write_text(far.known_hosts_line())
+                paths[f"{args.link_mbit} Mbit/s link"] = measure(far, far_known, ref, saved)
+            finally:
+                far.stop()
         finally:
-            remote.close()
-            local.close()
+            link.stop()
         mb = size / 1e6
         results = {
             "inputs": {"source": args.source, "arch": args.arch,
                        "config": "small" if args.quick else "series",
                        "cpus": os.cpu_count(), "machine": platform.machine(),
-                       "image": ref, "image_mb": round(mb, 1)},
-            "transfer_mb_s": round(mb / fetch_s, 1),
-            "openssh_cat_mb_s": round(mb / openssh_s, 1),
-            "channel_cat_mb_s": round(mb / channel_s, 1),
-            "transfer_vs_openssh_cat": round(openssh_s / fetch_s, 3),
-            "transfer_vs_channel_cat": round(channel_s / fetch_s, 3),
+                       "image": ref, "image_mb": round(mb, 1), "link_mbit": args.link_mbit},
+            "transfer": {
+                name: {"transfer_mb_s": round(mb / t["fetch"], 1),
+                       "openssh_cat_mb_s": round(mb / t["openssh"], 1),
+                       "channel_cat_mb_s": round(mb / t["channel"], 1),
+                       "transfer_vs_openssh_cat": round(t["openssh"] / t["fetch"], 3),
+                       "transfer_vs_channel_cat": round(t["channel"] / t["fetch"], 3)}
+                for name, t in paths.items()},
             "remote_build_s": round(remote_s, 1),
             "local_build_on_that_engine_s": round(local_s, 1),
             "remote_vs_local_build": round(remote_s / local_s, 3),
@@ -127,15 +131,43 @@ def main() -> None:
     finally:
         if server is not None:
             server.stop()
+        remove_images(f"lkbuild-bench-{RUN}")
         engine.stop()
         shutil.rmtree(engine.root, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(results, indent=2))
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
-    print(f"image transfer / raw ssh cat (OpenSSH): {results['transfer_vs_openssh_cat']}"
-          f"  (goal >= 0.8)")
-    print(f"image transfer / raw cat on the same channel: {results['transfer_vs_channel_cat']}")
+    for name, t in results["transfer"].items():
+        print(f"image transfer / raw ssh cat (OpenSSH), {name}: "
+              f"{t['transfer_vs_openssh_cat']}  (goal >= 0.8)")
     print(f"remote build / local build on that engine: {results['remote_vs_local_build']}")
+
+
+def measure(server: SSHServer, known: Path, ref: str, saved: Path) -> dict[str, float]:
+    """Seconds for lkbuild's transfer of `ref` into the local engine (removed first), and for
+    a raw cat of the same bytes through OpenSSH and through the same Paramiko channel."""
+    local = enginemod.connect()
+    remote = ssh.connect(server.host_spec, identity=str(server.identity), known_hosts=str(known))
+    try:
+        found = local.image(ref)
+        if found is not None:
+            local.client.api.remove_image(found["Id"], force=True)
+        started = time.monotonic()
+        ssh.fetch_image(remote, ref, local)
+        fetch_s = time.monotonic() - started
+        started = time.monotonic()
+        subprocess.run(["ssh", "-i", str(server.identity), "-p", str(server.port), "-o",
+                        f"UserKnownHostsFile={known}", "-o", "StrictHostKeyChecking=yes",
+                        f"root@{server.address}", f"cat {saved}"], stdout=subprocess.DEVNULL,
+                       check=True)
+        openssh_s = time.monotonic() - started
+        started = time.monotonic()
+        remote.recv_stream(f"cat {saved}", lambda data: None)
+        channel_s = time.monotonic() - started
+    finally:
+        remote.close()
+        local.close()
+    return {"fetch": fetch_s, "openssh": openssh_s, "channel": channel_s}
 
 
 if __name__ == "__main__":

@@ -136,6 +136,43 @@ def fetch(c: Context, version: str = "", source: str = "", keyring: str = "",
         ui.result(str(src.path))
 
 
+@task(help={"context": "Docker context of the target engine (default: DOCKER_HOST, then the "
+                       "active one)",
+            "privileged": "on Docker Desktop, also read the kernel image name from its VM's "
+                          "/etc/linuxkit.yml (a privileged container in the VM's pid namespace)",
+            "from_dir": "read a capture made elsewhere: the dir `sh capture.sh DIR` wrote on "
+                        "the target (a VM, any Linux host), or a file holding the output of "
+                        "`sh capture.sh` (a console log will do)",
+            "image": "image to run the capture in (any with sh; default: setting build_image)",
+            "save": "save the target as a profile for `build --profile` and `buildmodule "
+                    "--profile` (written atomically)",
+            "script": "print capture.sh (to run on a target by hand) and exit",
+            "json": JSON_HELP})
+@edge
+def detect(c: Context, context: str = "", privileged: bool = False, from_dir: str = "",
+           image: str = "", save: str = "", script: bool = False, json: bool = False) -> None:
+    """Read the target kernel (release, arch, build, compiler, config, vermagic, image)."""
+    from . import desktop
+
+    if script:
+        sys.stdout.write(desktop.CAPTURE_SCRIPT.read_text())
+        return
+    if from_dir and (context or privileged):
+        raise UserError("--from-dir reads a capture made elsewhere: it takes no --context or "
+                        "--privileged")
+    s = settings(context=context)
+    found = desktop.detect(s, from_dir=from_dir, image=image, privileged=privileged)
+    for note in found.capture.notes:
+        ui.warn(note)
+    if save:
+        desktop.save(found.profile, Path(save))
+        ui.info(f"profile saved to {save}")
+    if json:
+        ui.emit_json(found.as_json())
+    else:
+        ui.table(["", "target"], found.rows(), title="detect")
+
+
 @task(help={"context": "Docker context to check (default: DOCKER_HOST, then the active one)",
             "json": JSON_HELP})
 @edge
@@ -208,10 +245,16 @@ def build_args_of(pairs: list[str]) -> dict[str, str]:
 def _build(kind: str, version: str, arch: list[str], kernel_dir: str, source: str,
            build_image: str, config: str, fragment: list[str], variant: str, jobs: int,
            builders: list[str], native: bool, force: bool, json: bool,
-           build_arg: list[str]) -> None:
+           build_arg: list[str], profile: str = "", allow_mismatch: bool = False) -> None:
     from . import kernel
 
     s = settings(kernel_dir=kernel_dir, builders=builders)
+    target = None
+    if profile:
+        target, version, config = profile_flags(s, profile, version, arch, config)
+        arch = [target.arch.name]
+    elif allow_mismatch:
+        raise UserError("--allow-mismatch needs --profile")
     version = version_of(version, source, s)
     arches = [archmod.resolve(a) for a in (arch or [archmod.host().name])]
     extra_args = build_args_of(build_arg)
@@ -225,7 +268,8 @@ def _build(kind: str, version: str, arch: list[str], kernel_dir: str, source: st
                 fragments=tuple(Path(f) for f in fragment), jobs=jobs, force=force,
                 source=source or None, build_image=build_image, native=native,
                 builders=list(builders), build_args=extra_args,
-                builder_image=not debug and kind in ("build", "both"))
+                builder_image=not debug and kind in ("build", "both"),
+                profile=None if debug else target, allow_mismatch=allow_mismatch)
             result = kernel.build(s, request)
             results.append(result)
             if not json:
@@ -233,6 +277,25 @@ def _build(kind: str, version: str, arch: list[str], kernel_dir: str, source: st
                     ui.result(r)
     if json:
         ui.emit_json([r.as_json() for r in results])
+
+
+def profile_flags(s: Settings, path: str, version: str, arch: list[str], config: str
+                  ) -> tuple[Any, str, str]:
+    """--profile: the target, and the version and config file a build of it takes."""
+    from . import desktop
+
+    if len(arch) > 1:
+        raise UserError("--profile builds the profile's arch only", "leave --arch out")
+    target = desktop.load(path, archmod.resolve(arch[0]) if arch else None)
+    if version and version != target.version:
+        raise UserError(f"--version {version} differs from the profile's {target.version} "
+                        f"(release {target.release})", "leave --version out")
+    if config:
+        ui.warn(f"--config {config} replaces the profile's config: the build matches the "
+                "target only as far as that file does")
+    else:
+        config = str(desktop.config_file(target, Path(s.cache_dir)))
+    return target, target.version, config
 
 
 @task(help=BUILD_HELP, iterable=BUILD_ITERABLE)
@@ -263,17 +326,23 @@ def builddebugkernel(c: Context, version: str = "", arch: list[str] | None = Non
            build_arg or [])
 
 
-@task(help={**BUILD_HELP, "debug": "also build the debug kernel"}, iterable=BUILD_ITERABLE)
+@task(help={**BUILD_HELP, "debug": "also build the debug kernel",
+            "profile": "build the kernel of a target profile (inv detect --save): its version, "
+                       "arch and config; the compiler must match and every config symbol "
+                       "olddefconfig moves is reported",
+            "allow_mismatch": "with --profile, build even when the compiler differs from the "
+                              "target's"}, iterable=BUILD_ITERABLE)
 @edge
 def build(c: Context, version: str = "", arch: list[str] | None = None, kernel_dir: str = "",
           source: str = "", build_image: str = "", config: str = "",
           fragment: list[str] | None = None, variant: str = "", jobs: int = 0,
           builders: list[str] | None = None, native: bool = False, force: bool = False,
-          debug: bool = False, build_arg: list[str] | None = None, json: bool = False) -> None:
+          debug: bool = False, build_arg: list[str] | None = None, profile: str = "",
+          allow_mismatch: bool = False, json: bool = False) -> None:
     """Build the kernel and its -builder image (and the debug kernel with --debug)."""
     _build("both" if debug else "build", version, arch or [], kernel_dir, source, build_image,
            config, fragment or [], variant, jobs, builders or [], native, force, json,
-           build_arg or [])
+           build_arg or [], profile, allow_mismatch)
 
 
 @task(help={
@@ -366,6 +435,8 @@ def kernel_planner(s: Settings, source: str, build_image: str, config: str,
               "images exist are skipped",
     "jobs": BUILD_HELP["jobs"], "force": "rebuild even when the images for this hash exist",
     "builders": BUILD_HELP["builders"],
+    "profile": "a target profile (inv detect --save): build against the kernel built from it "
+               "(inv build --profile) and refuse a kernel whose vermagic is not the target's",
     "json": "print JSON (refs, loader refs, release, vermagic, modules, hash) instead of "
             "references",
     **KERNEL_FLAGS_HELP,
@@ -376,12 +447,20 @@ def buildmodule(c: Context, kernel: str = "", arch: str = "", module: str = "",
                 matrix: str = "", jobs: int = 0, force: bool = False,
                 builders: list[str] | None = None, kernel_dir: str = "", source: str = "",
                 build_image: str = "", config: str = "", fragment: list[str] | None = None,
-                variant: str = "", debug: bool = False, json: bool = False) -> None:
+                variant: str = "", debug: bool = False, profile: str = "",
+                json: bool = False) -> None:
     """Build kernel modules against a kernel; make the module image and its loader image."""
     from . import matrix as matrixmod
     from . import module as modulemod
 
     s = settings(kernel_dir=kernel_dir, builders=builders or [])
+    target = None
+    if profile:
+        if matrix:
+            raise UserError("--profile and --matrix do not go together",
+                            "a profile is one target: build its modules without --matrix")
+        target, version, config = profile_flags(s, profile, "", [arch] if arch else [], config)
+        kernel, arch = kernel or version, target.arch.name
     if not kernel and not matrix:
         kernel = version_of("", source, s)
     plan_for = kernel_planner(s, source, build_image, config, fragment or [], variant, debug)
@@ -389,7 +468,7 @@ def buildmodule(c: Context, kernel: str = "", arch: str = "", module: str = "",
                              arch=archmod.resolve(arch) if arch else None,
                              version=module_version, source=module_source,
                              builder_image=builder_image, jobs=jobs, force=force,
-                             builders=list(builders or []))
+                             builders=list(builders or []), profile=target)
     if matrix:
         rows = matrixmod.run(s, Path(matrix), base, plan_for)
         if json:
@@ -495,6 +574,14 @@ def vmtest(c: Context, kernel: str = "", arch: str = "", module: str = "",
     "fetch": "bring the images back into the local engine (--no-fetch leaves them there)",
     "ship_sources": "send the kernel source from here (fetched and verified here) instead of "
                     "letting the host fetch it from the mirror or URL and verify it there",
+    "module": "also build this module (recipe name or dir) there against each kernel; its "
+              "module and loader images are what comes back or is pushed",
+    "module_version": "module version (default: the recipe's)",
+    "module_source": "module source dir or tarball instead of the recipe's",
+    "push": "the host pushes the images to --registry itself (with its own docker login) "
+            "instead of sending them here; the multi-arch indexes are written from here",
+    "registry": "registry host[:port] for --push (default: setting registry)",
+    "force_push": "with --push, move tags that hold other content",
     "json": "print JSON (host, refs, image id, status, seconds, bytes sent) instead of a table",
 }, iterable=["host", "version", "arch", "fragment", "build_arg"])
 @edge
@@ -505,8 +592,10 @@ def remote_build(c: Context, host: list[str] | None = None, version: list[str] |
                  source: str = "",
                  build_image: str = "", config: str = "", fragment: list[str] | None = None,
                  variant: str = "", jobs: int = 0, native: bool = False, force: bool = False,
-                 build_arg: list[str] | None = None, json: bool = False) -> None:
-    """Build kernels on Linux hosts over SSH (only Docker and buildx there); fetch the images."""
+                 build_arg: list[str] | None = None, module: str = "", module_version: str = "",
+                 module_source: str = "", push: bool = False, registry: str = "",
+                 force_push: bool = False, json: bool = False) -> None:
+    """Build kernels (and modules) on Linux hosts over SSH (only Docker and buildx there)."""
     from . import fanout
     from . import kernel
     from . import remote
@@ -518,7 +607,13 @@ def remote_build(c: Context, host: list[str] | None = None, version: list[str] |
         raise UserError(f"--connect-timeout must be positive, got {connect_timeout}")
     for h in host:
         ssh.parse_host(h)
+    if force_push and not push:
+        raise UserError("--force-push needs --push")
     s = settings(kernel_dir=kernel_dir)
+    push_to = settings(kernel_dir=kernel_dir, registry=registry) if push else None
+    if push_to is not None:  # a bad registry name fails before any build
+        from . import push as pushmod
+        pushmod.target(push_to)
     versions = [version_of(v, source, s) for v in (version or [""])]
     arches = [archmod.resolve(a) for a in (arch or [archmod.host().name])]
     extra = build_args_of(build_arg or [])
@@ -533,12 +628,14 @@ def remote_build(c: Context, host: list[str] | None = None, version: list[str] |
                               build_image=build_image, native=native, build_args=extra,
                               builder_image=True)
 
+    job = remote.ModuleJob(module, module_version, module_source) if module else None
     outcomes = fanout.run(s, fanout.jobs_of(versions, arches), targets, request_for,
-                          fetch=fetch, ship_sources=ship_sources)
+                          fetch=fetch and not push, ship_sources=ship_sources, module=job,
+                          push_to=push_to, force_push=force_push)
     if json:
         ui.emit_json([o.as_json() for o in outcomes])
     elif len(outcomes) == 1 and not outcomes[0].error:
-        for ref in outcomes[0].refs:
+        for ref in outcomes[0].pushed or outcomes[0].refs:
             ui.result(ref)
     else:
         ui.table(["version", "arch", "host", "status", "image", "seconds"],
@@ -657,6 +754,7 @@ def test(c: Context, quick: bool = False, k: str = "") -> None:
 
 ns = Collection(config, list_, add_kernel, fetch, doctor, bootstrap_image, buildplainkernel,
                 builddebugkernel, build, kconfig, buildmodule, vmtest, remote_build, push,
+                detect,
                 pull, prune, test)
 ns.configure({"run": {"echo": False}})
 

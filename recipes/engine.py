@@ -336,6 +336,11 @@ class Engine:
     def image_exists(self, ref: str) -> bool:
         return self.image(ref) is not None
 
+    def image_ids(self, repo: str) -> list[str]:
+        """IDs of the images tagged in `repo`."""
+        with _wrapped(f"cannot list images on {self.describe()}"):
+            return [str(i["Id"]) for i in self.client.api.images(name=repo)]
+
     def archives(self, ref: str, paths: Sequence[str], dest: Path) -> dict[str, Path]:
         """Tar streams of `paths` inside an image, spooled to files in `dest`, never running it.
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import queue
 import threading
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from . import kernel, remote, ssh, ui
 from .arch import Arch
@@ -38,12 +38,10 @@ def jobs_of(versions: list[str], arches: list[Arch]) -> list[Job]:
 
 
 def run(settings: Settings, jobs: list[Job], targets: list[remote.Target],
-        request_for: Callable[[Job], kernel.Request], *, fetch: bool = True,
-        ship_sources: bool = False) -> list[remote.Outcome]:
-    """Run every job on some host; the outcomes in job order."""
+        request_for: Callable[[Job], kernel.Request], **options: Any) -> list[remote.Outcome]:
+    """Run every job on some host (`options` go to remote.build); the outcomes in job order."""
     if len(jobs) == 1 and len(targets) == 1:  # no threads: Ctrl-C lands where the work is
-        return [remote.build(settings, request_for(jobs[0]), targets[0], fetch=fetch,
-                             ship_sources=ship_sources)]
+        return [remote.build(settings, request_for(jobs[0]), targets[0], **options)]
     todo: queue.Queue[tuple[int, Job]] = queue.Queue()
     for n, job in enumerate(jobs):
         todo.put((n, job))
@@ -65,8 +63,8 @@ def run(settings: Settings, jobs: list[Job], targets: list[remote.Target],
                 ui.err.print(prefix + text, markup=False, style="dim")
 
             try:
-                out = remote.build(settings, request_for(job), target, fetch=fetch,
-                                   ship_sources=ship_sources, echo=echo, active=active)
+                out = remote.build(settings, request_for(job), target, echo=echo,
+                                   active=active, **options)
             except LkbuildError as exc:
                 out = remote.Outcome(job.version, job.arch.name, target.spec, [],
                                      error=exc.line().removeprefix("lkbuild: error: "))

@@ -85,6 +85,8 @@ class Request:
     builders: list[str] = field(default_factory=list)
     build_args: dict[str, str] = field(default_factory=dict)  # over the series' build-args
     builder_image: bool = False  # also make the -builder image
+    profile: Any = None  # desktop.Profile: the target this build must reproduce
+    allow_mismatch: bool = False  # build a profile's kernel with another compiler anyway
 
 
 @dataclass
@@ -415,11 +417,19 @@ def make_images(s: Steps, p: Plan, build_platform: str) -> dict[str, str]:
     remote; the compile's facts become the images' labels."""
     request = p.request
     with tempfile.TemporaryDirectory(prefix="lkbuild-") as tmp:
-        check_config(p, configure(s, Path(tmp)))
+        out = configure(s, Path(tmp))
+        if request.profile is not None:
+            from . import desktop
+            desktop.check_config(request.profile, out, request.allow_mismatch)
+        else:
+            check_config(p, out)
         facts_dir = Path(tmp) / "facts"
         s.run("compiling the kernel", target="facts", local_output=facts_dir,
               no_cache=request.force)
         facts = {f.name: f.read_text().strip() for f in facts_dir.iterdir()}
+    if request.profile is not None:
+        from . import desktop
+        desktop.check_release(request.profile, facts.get("release", ""))
     labels = {
         f"{LABEL}.release": facts.get("release", ""),
         f"{LABEL}.vermagic": facts.get("vermagic", ""),

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from . import buildx, context, kconfig, kernel, modrecipe, sources, ui
 from .arch import Arch, host, resolve
@@ -455,6 +455,7 @@ class Request:
     jobs: int = 0
     force: bool = False
     builders: list[str] = field(default_factory=list)
+    profile: Any = None  # desktop.Profile: the kernel's vermagic must be the target's
 
 
 @dataclass
@@ -631,11 +632,16 @@ class Plan:
 
 
 def plan(settings: Settings, request: Request,
-         plan_for: Callable[[str, Arch], kernel.Plan]) -> Plan:
-    """Resolve module, kernel, compiler and sources, and hash them, without building."""
+         plan_for: Callable[[str, Arch], kernel.Plan], engine: Any = None) -> Plan:
+    """Resolve module, kernel, compiler and sources, and hash them, without building.
+
+    `engine` is where the kernel images are looked up (a remote host's, for remote builds);
+    by default the engine that builds the arch.
+    """
     module = modrecipe.resolve(settings, request.module, request.version)
     steps = modrecipe.steps_script(module, modrecipe.build_mode_or_steps(module))
-    engine = buildx.engine_for(settings, request.arch or host(), request.builders)
+    if engine is None:
+        engine = buildx.engine_for(settings, request.arch or host(), request.builders)
     target = kernel_target(settings, engine, request.kernel, request.arch, plan_for)
     arch = target.arch
     find_builder(engine, target, request.builder_image)
@@ -667,17 +673,43 @@ def existing(p: Plan, release: str, started: float) -> Result | None:
                   time.monotonic() - started)
 
 
+class Runner(Protocol):
+    """Where a module build's BuildKit steps run: the local engine, or a remote host's."""
+
+    engine: Any
+
+    def jobs(self, requested: int) -> int: ...
+
+    def run(self, ctx: Path, base: dict[str, Any], log: Path, what: str, **kw: Any) -> None: ...
+
+
+class LocalRunner:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def jobs(self, requested: int) -> int:
+        return kernel.choose_jobs(self.engine, requested)
+
+    def run(self, ctx: Path, base: dict[str, Any], log: Path, what: str, **kw: Any) -> None:
+        _run(self.engine, buildx.Build(**{**base, **kw}), log, what)
+
+
 def build(settings: Settings, request: Request,
-          plan_for: Callable[[str, Arch], kernel.Plan]) -> Result:
+          plan_for: Callable[[str, Arch], kernel.Plan], runner: Runner | None = None) -> Result:
     """Build one module for one kernel; skip it when its images exist for these inputs."""
     started = time.monotonic()
-    p = plan(settings, request, plan_for)
+    p = plan(settings, request, plan_for, runner.engine if runner else None)
     module, target, arch, engine = p.module, p.target, p.arch, p.engine
-    if target.release and not request.force:
+    where = runner or LocalRunner(engine)
+    labelled = target.labels.get(f"{kernel.LABEL}.vermagic", "")
+    if request.profile is not None and labelled:  # before an earlier build is reused
+        from . import desktop
+        desktop.check_vermagic(request.profile, target.ref, labelled)
+    if target.release and not request.force and (request.profile is None or labelled):
         done = existing(p, target.release, started)
         if done is not None:
             return done
-    jobs = kernel.choose_jobs(engine, request.jobs or settings.jobs)
+    jobs = where.jobs(request.jobs or settings.jobs)
     log = log_path(settings, module, arch)
     ctx = Path(settings.cache_dir) / "context" / \
         f"module-{kernel.cache_scope(settings.cache_id)}-{module.name}-{arch.name}"
@@ -695,7 +727,7 @@ def build(settings: Settings, request: Request,
                                     builder=settings.builder_name)
 
         def step(what: str, **kw: Any) -> None:
-            _run(engine, buildx.Build(**{**base, **kw}), log, what)
+            where.run(ctx, base, log, what, **kw)
 
         ui.info(f"building module {module.name} {module.version} for {target.ref} with "
                 f"{target.builder} (make -j{jobs}); log: {log}")
@@ -722,6 +754,9 @@ def build(settings: Settings, request: Request,
                 "compiler")
         kernel_vermagic = target.labels.get(f"{kernel.LABEL}.vermagic", "") \
             or facts.get("vermagic", "") or config_vermagic(release, config, arch)
+        if request.profile is not None:
+            from . import desktop
+            desktop.check_vermagic(request.profile, target.ref, kernel_vermagic)
         config_sha = hashlib.sha256((kfacts / "config").read_bytes()).hexdigest()
 
         out = Path(tmp) / "built"

@@ -17,7 +17,7 @@ import tarfile
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from . import kernel, module as modulemod, registry, sources, ui
 from .arch import Arch, canonical, resolve
@@ -198,12 +198,8 @@ def module_images(settings: Settings, engine: Engine, name: str, kernel_version:
     out: list[Image] = []
     seen: set[str] = set()
     for local_repo in local_candidates(settings, name):
-        try:
-            listed = engine.client.api.images(name=local_repo)
-        except Exception as exc:  # the SDK raises several unrelated types
-            raise InfraError(f"cannot list images on {engine.describe()}: {exc}") from None
-        for summary in listed:
-            attrs = engine.image(str(summary["Id"]))
+        for image_id in engine.image_ids(local_repo):
+            attrs = engine.image(image_id)
             if attrs is None:
                 continue
             labels = _labels(attrs)
@@ -382,7 +378,8 @@ class Prepared:
 class Pusher:
     """One push run: images prepared, the registry compared, then (unless dry) sent."""
 
-    def __init__(self, settings: Settings, engine: Engine, client: Client, work: Path) -> None:
+    def __init__(self, settings: Settings, engine: Engine | None, client: Client,
+                 work: Path) -> None:
         self.engine = engine
         self.client = client
         self.work = work
@@ -402,6 +399,7 @@ class Pusher:
     def _export(self, image: Image) -> Prepared:
         ui.info(f"exporting {image.local}")
         dest = Path(tempfile.mkdtemp(dir=self.work, prefix="image-"))
+        assert self.engine is not None, "images on a build host are pushed from there"
         exported = export(self.engine, image, dest)
         ours = dict(zip(image.diff_ids, exported.layers))
         if len(ours) == len(exported.layers):
@@ -524,20 +522,100 @@ def push(settings: Settings, engine: Engine, images: list[Image], *, force: bool
         pusher = Pusher(settings, engine, client, Path(tmp))
         prepared, outcomes, indexes = pusher.plan(images)
         everything = outcomes + [o for o, _, _ in indexes]
-        conflicts = [o for o in everything if o.status == "conflict"]
-        if conflicts and not force:
-            first = conflicts[0]
-            more = f" and {len(conflicts) - 1} more" if len(conflicts) > 1 else ""
-            raise UserError(f"{first.ref} already holds other content ({first.current[:19]}, "
-                            f"ours is {first.digest[:19]}){more}",
-                            "nothing was pushed; --force moves the tag")
+        if not force:
+            refuse_conflicts(everything)
         if dry_run:
             return everything
         pusher.send(prepared, outcomes, indexes)
-        done = {"new": "pushed", "conflict": "replaced", "update": "updated"}
-        for o in everything:
-            o.status = done.get(o.status, o.status)
-        return everything
+        return done(everything)
+
+
+DONE = {"new": "pushed", "conflict": "replaced", "update": "updated"}
+
+
+def done(outcomes: list[Outcome]) -> list[Outcome]:
+    """The planned statuses as what happened."""
+    for o in outcomes:
+        o.status = DONE.get(o.status, o.status)
+    return outcomes
+
+
+def refuse_conflicts(outcomes: list[Outcome]) -> None:
+    conflicts = [o for o in outcomes if o.status == "conflict"]
+    if conflicts:
+        first = conflicts[0]
+        more = f" and {len(conflicts) - 1} more" if len(conflicts) > 1 else ""
+        ours = f", ours is {first.digest[:19]}" if first.digest else ""
+        raise UserError(f"{first.ref} already holds other content ({first.current[:19]}{ours})"
+                        f"{more}", "nothing was pushed; --force moves the tag")
+
+
+def host_push(settings: Settings, images: list[Image], send: Callable[[Image, str], None], *,
+              force: bool = False) -> list[Outcome]:
+    """Push images that stay on a build host, which sends them itself (`send(image, ref)`).
+
+    Here only the plan, every conflict found before any tag moves, and the indexes, made from
+    the manifests the host pushed. The host's engine compresses the layers its own way, so a
+    tag is unchanged when it holds the same image config, whatever its manifest digest.
+    """
+    host = target(settings)
+    with Client(host, registry.load_auth(host)) as client, \
+            tempfile.TemporaryDirectory(prefix="lkbuild-push-") as tmp:
+        client.ping()
+        pusher = Pusher(settings, None, client, Path(tmp))
+        planned: list[tuple[Image, str, Outcome]] = []
+        for image in images:
+            for tag in image.tags:
+                current = client.get_manifest(image.repo, tag, push=True)
+                status, was = "new", current.digest if current else ""
+                if current is not None:
+                    same = current.media_type not in registry.INDEXES and \
+                        str((current.doc.get("config") or {}).get("digest")) == image.image_id
+                    status = "unchanged" if same else "conflict"
+                planned.append((image, tag, Outcome(pusher.ref(image.repo, tag), was, status,
+                                                    "image", [str(image.platform)], was)))
+        members_of = groups(images)
+        clashes = [o for (repo, group), members in members_of.items()
+                   for tag in index_tags(group, members)
+                   for o in [_index_clash(pusher, repo, tag, members)] if o is not None]
+        if not force:
+            refuse_conflicts([o for _, _, o in planned] + clashes)
+        for image, tag, outcome in planned:
+            if outcome.status != "unchanged":
+                send(image, outcome.ref)
+        entries: dict[int, Entry] = {}
+        for image, tag, outcome in planned:
+            got = client.get_manifest(image.repo, tag, push=True)
+            if got is None:
+                raise InfraError(f"{outcome.ref} is not in the registry after the host pushed "
+                                 "it", "check the host's registry login and push again")
+            outcome.digest = got.digest
+            entries.setdefault(id(image), Entry(got.digest, len(got.body), image.platform,
+                                                got.media_type))
+        outcomes = [o for _, _, o in planned]
+        for (repo, group), members in members_of.items():
+            by_platform = {str(i.platform): i.image_id for i in members}
+            for n, tag in enumerate(index_tags(group, members)):
+                outcome, body = pusher.index_outcome(repo, tag, [entries[id(i)] for i in members],
+                                                     n == 0, by_platform)
+                if outcome.status in ("new", "update", "conflict"):
+                    client.put_manifest(repo, tag, registry.OCI_INDEX, body)
+                outcomes.append(outcome)
+        return done(outcomes)
+
+
+def _index_clash(pusher: Pusher, repo: str, tag: str, members: list[Image]) -> Outcome | None:
+    """An index tag that holds something else, or another image for one of our platforms."""
+    current = pusher.client.get_manifest(repo, tag, push=True)
+    if current is None:
+        return None
+    if current.media_type in registry.INDEXES:
+        by_platform = {str(i.platform): i.image_id for i in members}
+        old = registry.index_entries(current.doc)
+        if not [e for e in old for i in members if e.platform.same(i.platform)
+                and pusher.remote_config(repo, e.digest) != by_platform[str(i.platform)]]:
+            return None
+    return Outcome(pusher.ref(repo, tag), "", "conflict", "index", [], current.digest)
 
 
 def pull(settings: Settings, engine: Engine, version: str, arches: list[Arch],

@@ -10,6 +10,7 @@ engine, checked by ID.
 from __future__ import annotations
 
 import io
+import json
 import os
 import shlex
 import tarfile
@@ -18,9 +19,9 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
-from . import buildx, kernel, resources, sources, ssh, ui
+from . import buildx, kernel, module as modulemod, push as pushmod, resources, sources, ssh, ui
 from .arch import Arch, resolve
 from .engine import Engine, connect
 from .errors import InfraError, LkbuildError, UserError, VerifyError
@@ -46,7 +47,8 @@ def context_files(ctx: Path, cache_dir: Path) -> list[FileEntry]:
     """Every file under a staged context; big files' digests are remembered by path."""
     out = []
     for path in sorted(ctx.rglob("*")):
-        if path.is_symlink() or not path.is_file() or path.name.startswith("."):
+        if path.is_symlink() or not path.is_file() or (path.name.startswith(".") and
+                                                        path.name.endswith(".tmp")):
             continue
         st = path.stat()
         digest = sources.digest(path, cache_dir) if st.st_size > (1 << 20) else \
@@ -97,7 +99,8 @@ def assemble_script(entries: list[FileEntry], blobs: PurePosixPath, dest: PurePo
                     dirs: list[str] | None = None) -> str:
     """The shell that builds a context dir from the blob store: 0644 files are hard links
     (the source tarball costs nothing), others copies with their own mode."""
-    lines = ["set -e", f"mkdir -p {shlex.quote(str(dest))}", f"cd {shlex.quote(str(dest))}"]
+    lines = ["set -e", f"rm -rf {shlex.quote(str(dest))}", f"mkdir -p {shlex.quote(str(dest))}",
+             f"cd {shlex.quote(str(dest))}"]
     wanted = set(dirs or []) | {str(PurePosixPath(e.rel).parent) for e in entries}
     for d in sorted(wanted - {"."}):
         lines.append(f"mkdir -p {shlex.quote(d)}")
@@ -107,7 +110,9 @@ def assemble_script(entries: list[FileEntry], blobs: PurePosixPath, dest: PurePo
             lines.append(f"ln -f {blob} {rel} 2>/dev/null || cp {blob} {rel}")
         else:
             lines.append(f"cp {blob} {rel} && chmod {e.mode:o} {rel}")
-    return "\n".join(lines) + "\n"
+    # One function, called on the last line: a script cut short by a dropped connection is
+    # a syntax error, not a partial run.
+    return "assemble() {\n" + "\n".join(lines) + "\n}\nassemble\n"
 
 
 @dataclass
@@ -210,6 +215,91 @@ def open_host(target: Target) -> Host:
         raise
 
 
+class HostEngine:
+    """The engine calls that plan a module build or a push, answered by a build host's engine
+    over SSH, so the planning code is the same as for the local engine."""
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+
+    def describe(self) -> str:
+        return self.host.describe()
+
+    def info(self) -> dict[str, Any]:
+        return {"Architecture": self.host.facts.arch}
+
+    def image(self, ref: str) -> dict[str, Any] | None:
+        code, text = self.host.conn.run(f"docker image inspect {shlex.quote(ref)} 2>/dev/null",
+                                        check=False, timeout=60)
+        if code != 0:
+            return None
+        try:
+            found = json.loads(text)
+        except ValueError:
+            raise InfraError(f"docker image inspect {ref} on {self.describe()} did not answer "
+                             f"in JSON: {' '.join(text.split())[:200]}") from None
+        return dict(found[0]) if found else None
+
+    def image_exists(self, ref: str) -> bool:
+        return self.image(ref) is not None
+
+    def image_ids(self, repo: str) -> list[str]:
+        _, text = self.host.conn.run(
+            f"docker images --no-trunc --format '{{{{.ID}}}}' {shlex.quote(repo)}", timeout=60)
+        return sorted({line.strip() for line in text.splitlines()
+                       if line.strip().startswith("sha256:")})
+
+    def archives(self, ref: str, paths: Sequence[str], dest: Path) -> dict[str, Path]:
+        """As Engine.archives: paths copied out of a created (never started) container."""
+        dest.mkdir(parents=True, exist_ok=True)
+        q = shlex.quote
+        _, text = self.host.conn.run(f"docker create --network none {q(ref)} /lkbuild-never-run",
+                                     timeout=120)
+        container = text.strip().splitlines()[-1]
+        found: dict[str, Path] = {}
+        try:
+            for n, path in enumerate(paths):
+                spool = dest / f"archive-{n}.tar"
+                code, _ = self.host.conn.run(f"docker cp {q(container)}:{q(path)} - >/dev/null",
+                                             check=False, timeout=120)
+                if code != 0:
+                    continue
+                with spool.open("wb") as fh:
+                    self.host.conn.recv_stream(f"docker cp {q(container)}:{q(path)} -", fh)
+                found[path] = spool
+        finally:
+            self.host.conn.run(f"docker rm -f {q(container)} >/dev/null", check=False,
+                               timeout=60)
+        return found
+
+
+class HostRunner:
+    """A module build's steps on a build host: the staged context is synced before each step
+    (the loader files change between them), and the steps run as one remote session."""
+
+    def __init__(self, settings: Settings, r: Host, build_dir: PurePosixPath,
+                 echo: Callable[[str], None]) -> None:
+        self.engine = HostEngine(r)
+        self.settings = settings
+        self.host = r
+        self.build_dir = build_dir
+        self.echo = echo
+        self.session: RemoteSession | None = None
+        self.sent = 0
+
+    def jobs(self, requested: int) -> int:
+        return choose_jobs(self.host, requested)
+
+    def run(self, ctx: Path, base: dict[str, Any], log: Path, what: str, **kw: Any) -> None:
+        self.sent += sync_context(self.host, ctx, Path(self.settings.cache_dir), self.build_dir)
+        remote_base = {**base, "context": self.build_dir / "ctx"}
+        if self.session is None:
+            self.session = RemoteSession(self.host.conn, remote_base, self.build_dir, log,
+                                         self.echo)
+        self.session.base = remote_base
+        self.session.run(what, **kw)
+
+
 def check_room(settings: Settings, r: Host) -> None:
     need = settings.min_free_gb * GB
     for what, free in (("docker's data root", r.facts.docker_free),
@@ -244,23 +334,28 @@ def engine_lock(r: Host) -> threading.Lock:
         return _ENGINE_LOCKS.setdefault(r.facts.engine_id or r.describe(), threading.Lock())
 
 
-def ensure_build_image(r: Host, engine: Engine | None, image: str) -> None:
+def ensure_build_image(settings: Settings, r: Host, image: str) -> None:
     """The build image on the remote: there already, pulled there, or sent from here."""
     with engine_lock(r):
-        _ensure_build_image(r, engine, image)
+        _ensure_build_image(settings, r, image)
 
 
-def _ensure_build_image(r: Host, engine: Engine | None, image: str) -> None:
+def _ensure_build_image(settings: Settings, r: Host, image: str) -> None:
     if r.images([image]):
         return
     code, _ = r.conn.run(f"docker pull {shlex.quote(image)}", check=False)
     if code == 0:
         return
-    if engine is None or not engine.image_exists(image):
-        raise UserError(f"build image {image} is not on {r.describe()} and cannot be pulled "
-                        "there", "make it there, or build it here and lkbuild sends it")
-    ui.info(f"sending build image {image} to {r.describe()}")
-    r.conn.send_stream("docker load -q", engine.client.api.get_image(image))
+    engine = connect(settings)
+    try:
+        if not engine.image_exists(image):
+            raise UserError(f"build image {image} is not on {r.describe()} and cannot be "
+                            "pulled there", "make it there, or build it here (inv "
+                            "bootstrap-image) and lkbuild sends it")
+        ui.info(f"sending build image {image} to {r.describe()}")
+        r.conn.send_stream("docker load -q", engine.client.api.get_image(image))
+    finally:
+        engine.close()
 
 
 def fetch_source(r: Host, src: sources.Located) -> FileEntry:
@@ -317,7 +412,7 @@ def sync_context(r: Host, ctx: Path, cache_dir: Path, build_dir: PurePosixPath,
 
 @dataclass
 class Outcome:
-    """One remote build: what was built where, and what came back."""
+    """One remote build: what was built where, and what came back (or was pushed)."""
 
     version: str
     arch: str
@@ -330,7 +425,8 @@ class Outcome:
     seconds: float = 0.0
     log: str = ""
     error: str = ""
-    facts: dict[str, str] = field(default_factory=dict)
+    module: str = ""
+    pushed: list[str] = field(default_factory=list)
 
     @property
     def status(self) -> str:
@@ -340,9 +436,19 @@ class Outcome:
 
     def as_json(self) -> dict[str, Any]:
         return {"version": self.version, "arch": self.arch, "host": self.host,
-                "refs": self.refs, "image_id": self.image_id, "status": self.status,
-                "fetched": self.fetched, "sent_bytes": self.sent_bytes,
-                "seconds": round(self.seconds, 2), "log": self.log, "error": self.error}
+                "module": self.module, "refs": self.refs, "image_id": self.image_id,
+                "status": self.status, "fetched": self.fetched, "pushed": self.pushed,
+                "sent_bytes": self.sent_bytes, "seconds": round(self.seconds, 2),
+                "log": self.log, "error": self.error}
+
+
+@dataclass(frozen=True)
+class ModuleJob:
+    """A module to build on the host against the kernel the job builds there."""
+
+    name: str
+    version: str = ""
+    source: str = ""
 
 
 def located_plan(settings: Settings, request: kernel.Request, ship_sources: bool
@@ -358,52 +464,66 @@ def located_plan(settings: Settings, request: kernel.Request, ship_sources: bool
 
 
 def build(settings: Settings, request: kernel.Request, target: Target, *, fetch: bool = True,
-          ship_sources: bool = False, echo: Callable[[str], None] | None = None,
+          ship_sources: bool = False, module: ModuleJob | None = None,
+          push_to: Settings | None = None, force_push: bool = False,
+          echo: Callable[[str], None] | None = None,
           active: set[ssh.Remote] | None = None) -> Outcome:
-    """Build one kernel on a remote host (skipped when it has the images) and bring it back.
+    """Build one kernel on a remote host (skipped when it has the images), and a module against
+    it when asked; bring the images back, or have the host push them (`push_to` holds the
+    registry: it names the pushed tags only, not the images built).
 
     `active` holds the open connection while it works, so another thread can stop it.
     """
     started = time.monotonic()
     p, located = located_plan(settings, request, ship_sources)
     wanted = p.refs + (p.builder_refs if request.builder_image else [])
-    out = Outcome(request.version, p.arch.name, target.spec, wanted)
+    out = Outcome(request.version, p.arch.name, target.spec, wanted,
+                  module=module.name if module else "")
     show = echo or (lambda text: ui.err.print(text, markup=False, style="dim"))
-    engine = connect(settings) if fetch else None
+    r = open_host(target)
+    if active is not None:
+        active.add(r.conn)
     try:
-        r = open_host(target)
-        if active is not None:
-            active.add(r.conn)
-        try:
-            have = r.images(wanted)
-            if len(have) == len(wanted) and not request.force:
-                ui.info(f"{p.refs[0]} is up to date on {r.describe()} (hash {p.digest})")
-                out.skipped = True
-            else:
-                out.sent_bytes, out.log = _run_build(settings, p, r, engine, show, located)
-            if fetch and engine is not None:
-                out.image_id = fetch_images(r, engine, p, wanted)
-                out.fetched = True
-            else:
-                out.image_id = r.images(wanted[:1]).get(wanted[0], "")
-        finally:
-            if active is not None:
-                active.discard(r.conn)
-            r.conn.close()
+        have = r.images(wanted)
+        if len(have) == len(wanted) and not request.force:
+            ui.info(f"{p.refs[0]} is up to date on {r.describe()} (hash {p.digest})")
+            out.skipped = True
+        else:
+            out.sent_bytes, out.log = _run_build(settings, p, r, show, located)
+        groups = [p.refs] + ([p.builder_refs] if request.builder_image else [])
+        if module is not None:
+            result, sent = _run_module(settings, p, r, module, show)
+            out.refs = result.refs + result.loader_refs
+            out.skipped = out.skipped and result.skipped
+            out.sent_bytes += sent
+            out.log = result.log or out.log
+            groups = [result.refs, result.loader_refs]
+        if push_to is not None:
+            out.pushed = push_from_host(push_to, r, p, module, force_push)
+            out.image_id = r.images(groups[0][:1]).get(groups[0][0], "")
+        elif fetch:
+            engine = connect(settings)
+            try:
+                out.image_id = fetch_images(r, engine, groups)
+            finally:
+                engine.close()
+            out.fetched = True
+        else:
+            out.image_id = r.images(groups[0][:1]).get(groups[0][0], "")
     finally:
-        if engine is not None:
-            engine.close()
+        if active is not None:
+            active.discard(r.conn)
+        r.conn.close()
     out.seconds = time.monotonic() - started
     return out
 
 
-def _run_build(settings: Settings, p: kernel.Plan, r: Host, engine: Engine | None,
-               show: Callable[[str], None], located: sources.Located | None
-               ) -> tuple[int, str]:
+def _run_build(settings: Settings, p: kernel.Plan, r: Host, show: Callable[[str], None],
+               located: sources.Located | None) -> tuple[int, str]:
     request = p.request
     jobs = choose_jobs(r, request.jobs or settings.jobs or kernel.series_jobs(p))
     check_room(settings, r)
-    ensure_build_image(r, engine, p.build_image)
+    ensure_build_image(settings, r, p.build_image)
     log = kernel.log_path(settings, p)
     build_dir = r.work / "builds" / uuid.uuid4().hex[:12]
     with kernel.staged(settings, p, r.arch, jobs, with_source=located is None) as (ctx, base):
@@ -419,6 +539,56 @@ def _run_build(settings: Settings, p: kernel.Plan, r: Host, engine: Engine | Non
     return sent, str(log)
 
 
+def _run_module(settings: Settings, p: kernel.Plan, r: Host, job: ModuleJob,
+                show: Callable[[str], None]) -> tuple[modulemod.Result, int]:
+    """The module built on the host against the kernel just built (or found) there."""
+    def plan_for(version: str, arch: Arch) -> kernel.Plan:
+        assert (version, arch.name) == (p.request.version, p.arch.name)
+        return p
+
+    request = modulemod.Request(module=job.name, kernel=p.request.version, arch=p.arch,
+                                version=job.version, source=job.source, jobs=p.request.jobs,
+                                force=p.request.force)
+    runner = HostRunner(settings, r, r.work / "builds" / uuid.uuid4().hex[:12], show)
+    try:
+        return modulemod.build(settings, request, plan_for, runner), runner.sent
+    finally:
+        _cleanup(r, runner.build_dir)
+
+
+def push_from_host(settings: Settings, r: Host, p: kernel.Plan, module: ModuleJob | None,
+                   force: bool) -> list[str]:
+    """The host pushes the images it built with its own engine and registry login; the plan
+    and the indexes are made here. The pushed refs, with their digests."""
+    engine = HostEngine(r)
+    if module is None:
+        images = pushmod.kernel_images(settings, engine, p.request.version, [p.arch], False)
+    else:
+        images = pushmod.module_images(settings, engine, module.name, p.request.version,
+                                       [p.arch])
+    q = shlex.quote
+
+    def send(image: pushmod.Image, ref: str) -> None:
+        ui.info(f"{r.describe()} pushes {ref}")
+        # Tagged for the push only; a tag of that name that was there before is put back.
+        script = (f"had=$(docker image inspect --format '{{{{.Id}}}}' {q(ref)} 2>/dev/null); "
+                  f"docker tag {q(image.image_id)} {q(ref)} || exit $?; docker push {q(ref)}; "
+                  f's=$?; if [ -z "$had" ]; then docker rmi {q(ref)} >/dev/null 2>&1; '
+                  f'elif [ "$had" != {q(image.image_id)} ]; then docker tag "$had" {q(ref)}; '
+                  "fi; exit $s")
+        code, text = r.conn.run(script, check=False, on_line=lambda line: None)
+        if code != 0:
+            tail = " ".join(text.split())[-240:]
+            raise InfraError(f"{r.describe()} could not push {ref}: {tail}",
+                             "log that host in to the registry (`docker login` there) and "
+                             "push again")
+
+    outcomes = pushmod.host_push(settings, images, send, force=force)
+    for o in outcomes:
+        ui.info(f"{o.status:>10}  {o.kind:5}  {o.ref}")
+    return [f"{o.ref}@{o.digest}" for o in outcomes]
+
+
 def _cleanup(r: Host, build_dir: PurePosixPath) -> None:
     """Remove the build dir; after a dropped connection, say what is left and where."""
     try:
@@ -427,13 +597,12 @@ def _cleanup(r: Host, build_dir: PurePosixPath) -> None:
         ui.warn(f"could not remove {build_dir} on {r.describe()}: remove it by hand")
 
 
-def fetch_images(r: Host, engine: Engine, p: kernel.Plan, wanted: list[str]) -> str:
-    """Bring the kernel (and -builder) image back unless the local engine has it already."""
-    have = r.images(wanted)
+def fetch_images(r: Host, engine: Engine, groups: list[list[str]]) -> str:
+    """Bring each group's image (tagged with every ref of the group) back unless the local
+    engine has it already; the first group's image ID."""
+    have = r.images([g[0] for g in groups])
     first = ""
-    for group in (p.refs, p.builder_refs):
-        if group[0] not in wanted:
-            continue
+    for group in groups:
         image_id = have.get(group[0], "")
         local = engine.image(group[0])
         if local is None or local["Id"] != image_id:

@@ -13,6 +13,7 @@ import base64
 import contextlib
 import hashlib
 import json
+import logging
 import re
 import shlex
 import socket
@@ -26,6 +27,10 @@ import paramiko
 
 from . import resources
 from .errors import InfraError, UserError
+
+# Paramiko logs a transport's failure with its traceback, which Python prints when nobody
+# handles the log; lkbuild reports every such failure itself, in one line.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 CHUNK = 1 << 20
 PID_MARK = "lkbuild-pgid "
@@ -169,6 +174,7 @@ class Remote:
             self.conn.close()
         except Exception:  # closing a dead connection may raise anything
             pass
+        _abandon(self.conn)
 
     def _channel(self) -> paramiko.Channel:
         transport = self.conn.client.get_transport()
@@ -215,9 +221,9 @@ class Remote:
         if not groups:
             return
         ids = " ".join(f"-{g}" for g in groups)
-        script = (f"kill -INT -- {ids} 2>/dev/null; for i in $(seq 50); do "
-                  f"kill -0 -- {ids} 2>/dev/null || exit 0; sleep 0.2; done; "
-                  f"kill -TERM -- {ids} 2>/dev/null; sleep 2; kill -KILL -- {ids} 2>/dev/null; "
+        script = (f"kill -INT {ids} 2>/dev/null; for i in $(seq 50); do "
+                  f"kill -0 {ids} 2>/dev/null || exit 0; sleep 0.2; done; "
+                  f"kill -TERM {ids} 2>/dev/null; sleep 2; kill -KILL {ids} 2>/dev/null; "
                   "exit 0")
         try:
             ch = self._channel()
@@ -383,7 +389,8 @@ def connect(spec_text: str, *, identity: str = "", known_hosts: str = "",
     if identity and not Path(identity).expanduser().is_file():
         raise UserError(f"identity file {identity} does not exist",
                         "give the private key with --identity FILE")
-    kwargs: dict[str, Any] = {}
+    # A port that accepts TCP but never speaks SSH must time out like one that never answers.
+    kwargs: dict[str, Any] = {"banner_timeout": timeout, "auth_timeout": timeout}
     if identity:
         kwargs["key_filename"] = [str(Path(identity).expanduser())]
     conn = fabric.Connection(spec.host, user=spec.user or None, port=spec.port,
@@ -403,36 +410,45 @@ def connect(spec_text: str, *, identity: str = "", known_hosts: str = "",
     try:
         conn.open()
     except UnknownHostKey as exc:
-        conn.close()
+        _abandon(conn)
         raise unknown_key_error(HostSpec(spec.user, host, port), port, exc, path) from None
     except paramiko.BadHostKeyException as exc:
-        conn.close()
+        _abandon(conn)
         raise UserError(f"HOST KEY OF {where} HAS CHANGED: known_hosts has "
                         f"{fingerprint(exc.expected_key)}, the host sent "
                         f"{fingerprint(exc.key)}; refusing to connect",
                         f"if the host was really reinstalled, remove its line from {path} "
                         f"(`ssh-keygen -R '{known_hosts_name(host, port)}' -f {path}`)") from None
     except paramiko.AuthenticationException:
-        conn.close()
+        _abandon(conn)
         tried = identity or "the keys of ~/.ssh/config, ssh-agent and ~/.ssh"
         raise UserError(f"{conn.user}@{where} refused the login (tried {tried})",
                         "pass --identity KEYFILE or add the key with ssh-add") from None
     except socket.gaierror as exc:
-        conn.close()
+        _abandon(conn)
         raise InfraError(f"cannot resolve host {host}: {exc.strerror or exc}",
                          "check the name, or use an address") from None
     except (socket.timeout, TimeoutError):
-        conn.close()
+        _abandon(conn)
         raise InfraError(f"{where} did not answer within {timeout:.0f}s",
                          "check the host is up and the port is right") from None
     except (paramiko.SSHException, OSError, EOFError) as exc:
-        conn.close()
+        _abandon(conn)
         reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
         if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
             reason = "connection refused"
         raise InfraError(f"cannot connect to {where}: {reason}",
                          "check the host is up, runs sshd, and the port is right") from None
     return Remote(conn, spec, port)
+
+
+def _abandon(conn: Any) -> None:
+    """Close a connection that failed to open: Fabric's close() skips one that never became
+    connected, which would leave its socket (and the server's session) open."""
+    try:
+        conn.client.close()
+    except Exception:  # closing a half-open connection may raise anything
+        pass
 
 
 def preflight(remote: Remote, work: str = "$HOME/.cache/lkbuild") -> RemoteFacts:

@@ -8,7 +8,7 @@ import pytest
 
 from tests.integration.daemons import (auth_registry, registry, remote_engine,  # noqa: F401
                                       ssh_server, ssh_server2)
-from tests.integration.kernels import lkbuild, remove_images, small_args, source_version
+from tests.integration.kernels import DATA, lkbuild, remove_images, small_args, source_version
 
 
 @pytest.fixture(scope="session")
@@ -61,5 +61,22 @@ def hello(kernel_cache: Path, small_kernel: Callable[[str], dict]) -> Callable[[
             assert run.code == 0, run.err[-3000:]
             built[arch] = run.json()
         return built[arch]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def kernel_variant(kernel_cache: Path, kver: str) -> Callable[[str, str], dict]:
+    """The small kernel with a fragment on top (zfs, another localversion), once a session."""
+    built: dict[tuple[str, str], dict] = {}
+
+    def get(arch: str, fragment: str) -> dict:
+        key = (arch, fragment)
+        if key not in built:
+            run = lkbuild(kernel_cache, "build", *small_args(kver, arch), "--fragment",
+                          str(DATA / fragment), "--json")
+            assert run.code == 0, run.err[-3000:]
+            (built[key],) = run.json()
+        return built[key]
 
     return get

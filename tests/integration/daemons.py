@@ -29,6 +29,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def in_netns(netns: str, argv: list[str]) -> list[str]:
+    """argv run inside a test network namespace (nsenter execs it: the pid stays its own)."""
+    return ["nsenter", f"--net=/run/netns/{netns}", *argv] if netns else argv
+
+
+def port_open(port: int, netns: str = "", address: str = "127.0.0.1") -> bool:
+    if not netns:
+        with socket.socket() as s:
+            return s.connect_ex((address, port)) == 0
+    return subprocess.run(in_netns(netns, ["bash", "-c", f"exec 3<>/dev/tcp/{address}/{port}"]),
+                          capture_output=True).returncode == 0
+
+
 def wait_for(check, what: str, timeout: float = 30.0,
              proc: subprocess.Popen | None = None) -> None:
     deadline = time.monotonic() + timeout
@@ -55,8 +68,9 @@ def stop_pid(proc: subprocess.Popen | None, timeout: float = 20.0) -> None:
 class Registry:
     """Debian's docker-registry on 127.0.0.1, optionally behind htpasswd auth."""
 
-    def __init__(self, root: Path, user: str = "", password: str = "") -> None:
+    def __init__(self, root: Path, user: str = "", password: str = "", netns: str = "") -> None:
         self.root = root
+        self.netns = netns  # inside a test namespace: reachable only from there
         self.port = free_port()
         self.user, self.password = user, password
         self.proc: subprocess.Popen | None = None
@@ -77,6 +91,8 @@ class Registry:
         return f"127.0.0.1:{self.port}"
 
     def _answers(self) -> bool:
+        if self.netns:
+            return port_open(self.port, self.netns)
         try:
             urllib.request.urlopen(f"http://{self.host}/v2/", timeout=2)
             return True
@@ -87,8 +103,9 @@ class Registry:
 
     def start(self) -> None:
         log = (self.root / "registry.log").open("ab")
-        self.proc = subprocess.Popen(["docker-registry", "serve", str(self.root / "config.yml")],
-                                     stdout=log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            in_netns(self.netns, ["docker-registry", "serve", str(self.root / "config.yml")]),
+            stdout=log, stderr=subprocess.STDOUT)
         try:
             wait_for(self._answers, f"registry on {self.host}", proc=self.proc)
         except RuntimeError:
@@ -166,8 +183,11 @@ class SSHServer:
     """sshd on a loopback port with a throwaway host key, one authorized user key, and
     DOCKER_HOST set for every login (through authorized_keys' environment=)."""
 
-    def __init__(self, root: Path, docker_host: str, user_key: Path | None = None) -> None:
+    def __init__(self, root: Path, docker_host: str, user_key: Path | None = None,
+                 netns: str = "", address: str = "127.0.0.1") -> None:
         self.root = root
+        self.netns = netns
+        self.address = address
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
         root.mkdir(parents=True, exist_ok=True)
@@ -181,7 +201,7 @@ class SSHServer:
         pub = (root / "user_key.pub").read_text().strip()
         (root / "authorized_keys").write_text(f'environment="DOCKER_HOST={docker_host}" {pub}\n')
         (root / "sshd_config").write_text("\n".join([
-            f"Port {self.port}", "ListenAddress 127.0.0.1", f"HostKey {root / 'host_key'}",
+            f"Port {self.port}", f"ListenAddress {address}", f"HostKey {root / 'host_key'}",
             f"PidFile {root / 'sshd.pid'}", f"AuthorizedKeysFile {root / 'authorized_keys'}",
             "PermitRootLogin prohibit-password", "PasswordAuthentication no",
             "KbdInteractiveAuthentication no", "UsePAM no", "StrictModes no",
@@ -193,11 +213,11 @@ class SSHServer:
 
     @property
     def host_spec(self) -> str:
-        return f"root@127.0.0.1:{self.port}"
+        return f"root@{self.address}:{self.port}"
 
     def known_hosts_line(self) -> str:
         key = " ".join((self.root / "host_key.pub").read_text().split()[:2])
-        return f"[127.0.0.1]:{self.port} {key}\n"
+        return f"[{self.address}]:{self.port} {key}\n"
 
     @property
     def fingerprint(self) -> str:
@@ -208,15 +228,13 @@ class SSHServer:
     def start(self) -> None:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation dir
         log = (self.root / "sshd.log").open("ab")
-        self.proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f",
-                                      str(self.root / "sshd_config")],
-                                     stdout=log, stderr=subprocess.STDOUT)
-
-        def up() -> bool:
-            with socket.socket() as s:
-                return s.connect_ex(("127.0.0.1", self.port)) == 0
+        self.proc = subprocess.Popen(
+            in_netns(self.netns, ["/usr/sbin/sshd", "-D", "-e", "-f",
+                                  str(self.root / "sshd_config")]),
+            stdout=log, stderr=subprocess.STDOUT)
         try:
-            wait_for(up, f"sshd on port {self.port}", proc=self.proc)
+            wait_for(lambda: port_open(self.port, self.netns, self.address),
+                     f"sshd on port {self.port}", proc=self.proc)
         except RuntimeError:
             self.stop()
             raise
@@ -295,3 +313,37 @@ def ssh_server2(tmp_path_factory: pytest.TempPathFactory, remote_engine: DockerE
                 ssh_server: SSHServer) -> Iterator[SSHServer]:
     """A second host for the same user (same key), on another port."""
     yield from _ssh_server(tmp_path_factory, remote_engine, "sshd2", ssh_server.identity)
+
+
+class Link:
+    """A network namespace reached from here over a veth pair shaped to `mbit` each way: a
+    build host across a real link instead of loopback, for benchmarks."""
+
+    def __init__(self, name: str, mbit: int, subnet: str = "10.213.7") -> None:
+        self.netns = name
+        self.mbit = mbit
+        self.here, self.there = f"{subnet}.1", f"{subnet}.2"
+        self.veth = f"{name[:10]}-h"
+
+    def start(self) -> None:
+        run = lambda *a: subprocess.run(a, check=True, capture_output=True)  # noqa: E731
+        run("ip", "netns", "add", self.netns)
+        try:
+            run("ip", "link", "add", self.veth, "type", "veth", "peer", "name", "eth0",
+                "netns", self.netns)
+            run("ip", "addr", "add", f"{self.here}/30", "dev", self.veth)
+            run("ip", "link", "set", self.veth, "up")
+            run("ip", "-n", self.netns, "addr", "add", f"{self.there}/30", "dev", "eth0")
+            run("ip", "-n", self.netns, "link", "set", "eth0", "up")
+            run("ip", "-n", self.netns, "link", "set", "lo", "up")
+            for ns in ([], ["-n", self.netns]):
+                dev = "eth0" if ns else self.veth
+                run("tc", *ns, "qdisc", "add", "dev", dev, "root", "tbf", "rate",
+                    f"{self.mbit}mbit", "burst", "256k", "latency", "50ms")
+        except subprocess.CalledProcessError:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        subprocess.run(["ip", "link", "del", self.veth], capture_output=True)
+        subprocess.run(["ip", "netns", "delete", self.netns], capture_output=True)

@@ -36,7 +36,8 @@ def source_version() -> str:
 
 
 def lkbuild(cache: Path, *args: str, env: dict[str, str] | None = None,
-            timeout: float = 1800) -> Run:
+            timeout: float = 1800, prefix: list[str] | None = None) -> Run:
+    """Run lkbuild as a user would (`prefix`, e.g. nsenter, runs it inside a namespace)."""
     full = {k: v for k, v in os.environ.items() if not k.startswith("LKBUILD_")}
     full.update({"LKBUILD_CACHE_DIR": str(cache), "LKBUILD_ORG": ORG,
                  "LKBUILD_BUILD_IMAGE": BUILD_IMAGE, "LKBUILD_MIN_FREE_GB": "5",
@@ -44,7 +45,8 @@ def lkbuild(cache: Path, *args: str, env: dict[str, str] | None = None,
                  "LKBUILD_CONFIG": str(cache / "no-config.yaml"), "NO_COLOR": "1"})
     full["PYTHONPATH"] = str(ROOT)
     full.update(env or {})
-    proc = subprocess.run([sys.executable, "-m", "recipes", *args], cwd=ROOT, env=full,
+    proc = subprocess.run([*(prefix or []), sys.executable, "-m", "recipes", *args], cwd=ROOT,
+                          env=full,
                           capture_output=True, text=True, timeout=timeout)
     return Run(proc.returncode, proc.stdout, proc.stderr)
 

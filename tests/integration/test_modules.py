@@ -10,35 +10,16 @@ import io
 import re
 import tarfile
 from pathlib import Path
-from typing import Callable
 
 import docker
 import pytest
 
-from tests.integration.kernels import (DATA, ORG, image_files, labels, lkbuild, one_error_line,
-                                      small_args)
+from tests.integration.kernels import ORG, image_files, labels, lkbuild, one_error_line, small_args
 
 pytestmark = pytest.mark.slow
 
 ZFS_SOURCE = Path("/usr/local/lib/lkbuild/sources/zfs-dkms_2.3.2-2~bpo12+2_all.deb")
 ELF_MACHINE = {"amd64": 62, "arm64": 183}
-
-
-@pytest.fixture(scope="session")
-def kernel_variant(kernel_cache: Path, kver: str) -> Callable[[str, str], dict]:
-    """The small kernel with a fragment on top (zfs, another localversion), once a session."""
-    built: dict[tuple[str, str], dict] = {}
-
-    def get(arch: str, fragment: str) -> dict:
-        key = (arch, fragment)
-        if key not in built:
-            run = lkbuild(kernel_cache, "build", *small_args(kver, arch), "--fragment",
-                          str(DATA / fragment), "--json")
-            assert run.code == 0, run.err[-3000:]
-            (built[key],) = run.json()
-        return built[key]
-
-    return get
 
 
 def kernel_flags(kver: str, arch: str) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -17,7 +18,8 @@ from typing import Iterator
 import docker
 import pytest
 
-from tests.integration.daemons import DockerEngine, SSHServer, free_port, stop_pid, wait_for
+from tests.integration.daemons import (DockerEngine, Registry, SSHServer, free_port, in_netns,
+                                       stop_pid, wait_for)
 from tests.integration.kernels import (BUILD_IMAGE, DATA, DEBIAN_SOURCE, ROOT, SESSION, lkbuild,
                                        one_error_line, remove_images)
 
@@ -106,6 +108,39 @@ def test_a_repeated_remote_build_is_found_there_and_not_run_again(
     (row,) = first.json()
     assert row["status"] == "up to date" and row["sent_bytes"] == 0
     assert "is up to date on" in first.err and "compiling" not in first.err
+
+
+@pytest.fixture(scope="module")
+def remote_kernel(kernel_cache, kver, small_tree, known_hosts, remote, ssh_server) -> None:
+    """The amd64 kernel on the host and here (built by the tests above when run in order)."""
+    run = remote_build(kernel_cache, [ssh_server], known_hosts,
+                       *flags(small_tree, "--arch", "amd64"))
+    assert run.code == 0, run.err[-3000:]
+
+
+def test_a_module_is_built_on_the_host_and_its_loader_comes_back_and_loads_in_a_vm(
+        kernel_cache, kver, small_tree, known_hosts, remote, ssh_server, docker_client,
+        remote_kernel):
+    run = remote_build(kernel_cache, [ssh_server], known_hosts,
+                       *flags(small_tree, "--arch", "amd64", "--module", "hello", "--json"))
+    assert run.code == 0, run.err[-3000:]
+    (row,) = run.json()
+    assert row["module"] == "hello" and row["status"] == "built" and row["fetched"]
+    assert "is up to date on" in run.err  # the kernel was there: only the module was built
+    assert "building module hello" in run.err
+    module_ref, _, loader_ref, _ = row["refs"]
+    assert module_ref.startswith(f"{REMOTE_ORG}/hello:") and "-loader-" in loader_ref
+    for ref in row["refs"]:
+        assert docker_client.api.inspect_image(ref)["Id"] == remote_id(remote, ref), ref
+    boot = lkbuild(kernel_cache, "vmtest", "--arch", "amd64", *flags(small_tree), "--module",
+                   loader_ref, "--json", env={"LKBUILD_ORG": REMOTE_ORG})
+    assert boot.code == 0, boot.err[-2000:]
+    assert boot.json()["passed"] is True
+    again = remote_build(kernel_cache, [ssh_server], known_hosts,
+                         *flags(small_tree, "--arch", "amd64", "--module", "hello", "--json"))
+    assert again.code == 0, again.err[-2000:]
+    assert again.json()[0]["status"] == "up to date" and "building module" not in again.err
+    assert leftover_builds() == []
 
 
 def test_an_unknown_host_key_is_refused_with_its_fingerprint_then_accepted_on_request(
@@ -302,3 +337,88 @@ def test_a_connection_cut_mid_transfer_is_one_error_and_loads_nothing(
     assert "cut" in err.value.line() or "dropped" in err.value.line()
     with pytest.raises(docker.errors.ImageNotFound):
         docker_client.api.inspect_image(ref)
+
+
+@pytest.fixture(scope="module")
+def push_site(tmp_path_factory, remote: DockerEngine) -> Iterator[tuple[SSHServer, Registry]]:
+    """An sshd and a registry inside the remote engine's network namespace: the host's engine
+    reaches the registry on its loopback, and so does lkbuild when run in there."""
+    reg = Registry(tmp_path_factory.mktemp("ns-registry"), netns=remote.netns)
+    server = SSHServer(tmp_path_factory.mktemp("ns-sshd"), remote.host, netns=remote.netns)
+    reg.start()
+    try:
+        server.start()
+        try:
+            yield server, reg
+        finally:
+            server.stop()
+    finally:
+        reg.stop()
+
+
+def skopeo(netns: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(in_netns(netns, ["skopeo", *args, ]), capture_output=True, text=True)
+
+
+def registry_doc(netns: str, ref: str) -> dict:
+    got = skopeo(netns, "inspect", "--raw", "--tls-verify=false", f"docker://{ref}")
+    assert got.returncode == 0, got.stderr
+    return json.loads(got.stdout)
+
+
+def test_the_host_pushes_what_it_built_and_the_indexes_are_written_here(
+        kernel_cache, kver, small_tree, remote, remote_kernel, push_site, docker_client,
+        tmp_path):
+    server, reg = push_site
+    known = tmp_path / "known_hosts"
+    known.write_text(server.known_hosts_line())
+    before = sorted(i.id for i in docker_client.images.list())
+
+    def push(*extra: str):
+        return lkbuild(kernel_cache, "remote-build", "--host", server.host_spec, "--identity",
+                       str(server.identity), "--known-hosts", str(known),
+                       *flags(small_tree, "--arch", "amd64", "--push", "--registry", reg.host,
+                              "--json", *extra),
+                       env={"LKBUILD_ORG": REMOTE_ORG}, prefix=in_netns(remote.netns, []))
+
+    run = push()
+    assert run.code == 0, run.err[-3000:]
+    (row,) = run.json()
+    assert row["status"] == "up to date" and not row["fetched"] and "fetching" not in run.err
+    pushed = {ref.split("@")[0].split("/", 1)[1]: ref.split("@")[1] for ref in row["pushed"]}
+    repo = f"{reg.host}/{REMOTE_ORG}/kernel"
+    for tag in (f"{kver}-amd64", f"{kver}-builder-amd64"):
+        manifest = registry_doc(remote.netns, f"{repo}:{tag}")
+        assert manifest["config"]["digest"] == remote_id(remote, f"{REMOTE_ORG}/kernel:{tag}")
+    index = registry_doc(remote.netns, f"{repo}:{kver}")
+    assert [m["platform"]["architecture"] for m in index["manifests"]] == ["amd64"]
+    assert index["manifests"][0]["digest"] == pushed[f"{REMOTE_ORG}/kernel:{kver}-amd64"]
+    assert sorted(i.id for i in docker_client.images.list()) == before, "an image came here"
+    assert remote.docker("image", "ls", "--format", "{{.Repository}}").stdout.count(
+        reg.host) == 0, "the push tags stayed on the host"
+
+    again = push()
+    assert again.code == 0, again.err[-2000:]
+    assert "pushes" not in again.err
+    assert {o for o in again.err.split() if o in ("pushed", "replaced")} == set()
+
+    # Another image at the kernel's arch tag: refused before anything moves, then forced.
+    copy = skopeo(remote.netns, "copy", "--src-tls-verify=false", "--dest-tls-verify=false",
+                  f"docker://{repo}:{kver}-builder-amd64", f"docker://{repo}:{kver}-amd64")
+    assert copy.returncode == 0, copy.stderr
+    moved = registry_doc(remote.netns, f"{repo}:{kver}-amd64")
+    refused = push()
+    assert refused.code == 2, refused.err[-2000:]
+    assert "already holds other content" in one_error_line(refused.err)
+    assert registry_doc(remote.netns, f"{repo}:{kver}-amd64") == moved
+    forced = push("--force-push")
+    assert forced.code == 0, forced.err[-2000:]
+    assert registry_doc(remote.netns, f"{repo}:{kver}-amd64")["config"]["digest"] == \
+        remote_id(remote, f"{REMOTE_ORG}/kernel:{kver}-amd64")
+
+    module = push("--module", "hello")
+    assert module.code == 0, module.err[-2000:]
+    loader_index = [r for r in module.json()[0]["pushed"] if r.split("@")[0].endswith("-loader")]
+    assert loader_index, module.json()[0]["pushed"]
+    doc = registry_doc(remote.netns, loader_index[0].split("@")[0])
+    assert [m["platform"]["architecture"] for m in doc["manifests"]] == ["amd64"]

@@ -120,6 +120,31 @@ def test_the_blob_tar_and_the_assemble_script_rebuild_the_context(tmp_path):
     assert (out / "Dockerfile").stat().st_ino == (store / entries[0].sha256).stat().st_ino
 
 
+def test_an_assemble_script_cut_short_runs_nothing_and_a_rerun_drops_stale_files(tmp_path):
+    ctx, entries = _entries(tmp_path)
+    store = tmp_path / "store"
+    store.mkdir()
+    with tarfile.open(fileobj=io.BytesIO(b"".join(remote.blobs_tar(entries)))) as tar:
+        tar.extractall(store, filter="data")
+    out = tmp_path / "o"
+    script = remote.assemble_script(entries, PurePosixPath(store), PurePosixPath(out))
+    cut = subprocess.run(["sh", "-s"], input=script[:len(script) // 2], text=True,
+                         capture_output=True)
+    assert cut.returncode != 0 and not out.exists()
+    out.mkdir()
+    (out / "stale").write_text("from an earlier step")
+    subprocess.run(["sh", "-s"], input=script, text=True, check=True)
+    assert not (out / "stale").exists() and (out / "Dockerfile").is_file()
+
+
+def test_dot_files_of_a_context_are_sent_but_not_its_temp_files(tmp_path):
+    ctx = tmp_path / "ctx"
+    (ctx / "src").mkdir(parents=True)
+    (ctx / "src" / ".version").write_text("1.0\n")
+    (ctx / "src" / ".Makefile.tmp").write_text("half")
+    assert [e.rel for e in remote.context_files(ctx, tmp_path / "cache")] == ["src/.version"]
+
+
 def _facts(cpus: int, memory: int) -> ssh.RemoteFacts:
     from recipes import resources
     return ssh.RemoteFacts("me", cpus, memory, "x86_64", "/var/lib/docker", "27.0", "v0.13",
