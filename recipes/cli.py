@@ -33,6 +33,10 @@ def edge(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(c: Context, *args: Any, **kwargs: Any) -> Any:
         try:
+            from . import resources
+            for found in resources.adopt_helpers():
+                ui.info(f"using the credential helper in {found}, which is not on PATH here "
+                        f"(for docker itself: export PATH=\"{found}:$PATH\")")
             return fn(c, *args, **kwargs)
         except LkbuildError as exc:
             raise Exit(exc.line(), exc.exit_code) from None

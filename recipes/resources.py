@@ -12,7 +12,7 @@ import shutil
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, MutableMapping, Sequence
 
 from . import engine as enginemod
 from .errors import InfraError, LkbuildError, UserError
@@ -143,6 +143,34 @@ def helper_dirs(docker_config_dir: Path) -> list[Path]:
     return seen
 
 
+def adopt_helpers(env: MutableMapping[str, str] | None = None) -> list[Path]:
+    """Put the dirs of configured credential helpers that are installed but not on PATH (Docker
+    Desktop's bin dir, in an SSH session) at the front of PATH, for lkbuild and its children:
+    the docker CLI and the SDK's credential store then find them. The dirs added."""
+    global _SHELL_PATH
+    own = env is None
+    env = os.environ if env is None else env
+    config_dir = enginemod.docker_config_dir(env)
+    try:
+        names = credential_helpers(config_dir)
+    except UserError:
+        return []  # doctor and the first registry call say what is wrong with the file
+    added: list[Path] = []
+    for name in names:
+        h = find_helper(name, env.get("PATH", ""), helper_dirs(config_dir))
+        if h.path is not None and not h.on_path and h.path.parent not in added:
+            added.append(h.path.parent)
+    if added:
+        if own and _SHELL_PATH is None:
+            _SHELL_PATH = env.get("PATH", "")
+        env["PATH"] = os.pathsep.join([str(d) for d in added] + [env.get("PATH", "")])
+    return added
+
+
+_SHELL_PATH: str | None = None
+"""PATH as the user's shell had it before adopt_helpers changed it: what doctor judges."""
+
+
 # --- doctor ----------------------------------------------------------------------------------
 
 Status = str  # "ok" | "warn" | "fail"
@@ -270,7 +298,10 @@ def check_cache_disk(settings: Settings) -> Check:
 
 def check_credentials(env: dict[str, str] | None = None) -> Check:
     """Credential helpers named in the Docker config must run from this shell's PATH."""
-    env = dict(os.environ if env is None else env)
+    if env is None:
+        env = {**os.environ, "PATH": _SHELL_PATH if _SHELL_PATH is not None
+               else os.environ.get("PATH", "")}
+    env = dict(env)
     config_dir = enginemod.docker_config_dir(env)
     try:
         names = credential_helpers(config_dir)
@@ -292,8 +323,12 @@ def check_credentials(env: dict[str, str] | None = None) -> Check:
             parts.append(f"{h.program} not found (named in {config_dir / 'config.json'})")
     missing = [h for h in helpers if not h.on_path]
     if missing:
-        return Check("credentials", "fail", "; ".join(parts),
-                     "; ".join(dict.fromkeys(h.fix for h in missing)), True, data)
+        # Found in a known dir: lkbuild adds it to PATH for itself; docker in this shell
+        # still needs the export. Found nowhere: registry logins fail.
+        absent = any(h.path is None for h in missing)
+        detail = "; ".join(parts) + ("" if absent else "; lkbuild uses it from there")
+        return Check("credentials", "fail" if absent else "warn", detail,
+                     "; ".join(dict.fromkeys(h.fix for h in missing)), absent, data)
     return Check("credentials", "ok", "; ".join(parts), "", True, data)
 
 

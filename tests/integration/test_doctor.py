@@ -66,7 +66,7 @@ def test_a_context_that_does_not_exist_is_one_line_listing_the_existing_ones(
     assert line.startswith("lkbuild: error:") and "nosuch" in line and "default" in line
 
 
-def test_a_credential_helper_off_path_fails_with_the_export_path_fix(
+def test_a_credential_helper_off_path_is_used_and_the_export_path_fix_given(
         lk: Callable, tmp_path: Path) -> None:
     config = tmp_path / "docker-config"
     helper_dir = config / "bin"
@@ -77,11 +77,18 @@ def test_a_credential_helper_off_path_fails_with_the_export_path_fix(
     helper.chmod(helper.stat().st_mode | stat.S_IXUSR)
     path = os.environ.get("PATH", "")
     assert str(helper_dir) not in path.split(os.pathsep)
-    run = lk("doctor", "--json",
-             env={"DOCKER_CONFIG": str(config), "PATH": path, "LKBUILD_MIN_FREE_GB": "1"})
+    env = {"DOCKER_CONFIG": str(config), "PATH": path, "LKBUILD_MIN_FREE_GB": "1"}
+    run = lk("doctor", "--json", env=env)
+    cred = by_name(run.out)["credentials"]
+    assert (cred["status"], cred["blocker"]) == ("warn", False)
+    assert cred["fix"] == f'export PATH="{helper_dir}:$PATH"'
+    assert "docker-credential-desktop" in cred["detail"] and "lkbuild uses it" in cred["detail"]
+    assert f"using the credential helper in {helper_dir}" in run.err
+    assert "credentials" not in (run.err_lines[-1] if run.code else "")
+    helper.unlink()  # installed nowhere: registry logins would fail
+    run = lk("doctor", "--json", env=env)
     assert run.code == 3, run.err
     cred = by_name(run.out)["credentials"]
     assert (cred["status"], cred["blocker"]) == ("fail", True)
-    assert cred["fix"] == f'export PATH="{helper_dir}:$PATH"'
-    assert "docker-credential-desktop" in cred["detail"]
+    assert "docker-credential-desktop not found" in cred["detail"]
     assert run.err_lines[-1] == "lkbuild: error: doctor found blockers: credentials"

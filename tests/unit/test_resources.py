@@ -107,13 +107,27 @@ def test_helper_found_nowhere_says_which_and_how(tmp_path: Path) -> None:
     assert "docker-credential-desktop" in found.fix and "credsStore" in found.fix
 
 
-def test_credentials_check_fails_with_the_fix(tmp_path: Path,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_credentials_check_warns_with_the_fix_when_lkbuild_can_use_the_helper(
+        tmp_path: Path) -> None:
     config = write_config(tmp_path / "c", {"credsStore": "desktop"})
     fake_helper(config / "bin")
     check = resources.check_credentials({"DOCKER_CONFIG": str(config), "PATH": "/nonexistent"})
-    assert (check.status, check.blocker) == ("fail", True)
+    assert (check.status, check.blocker) == ("warn", False)
+    assert "lkbuild uses it from there" in check.detail
     assert check.fix == f'export PATH="{config / "bin"}:$PATH"'
+
+
+def test_a_helper_off_path_is_put_on_path_for_lkbuild_and_its_children(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "c", {"credsStore": "desktop", "credHelpers": {
+        "ghcr.io": "absent"}})
+    helper = fake_helper(config / "bin")
+    env = {"DOCKER_CONFIG": str(config), "PATH": "/usr/bin"}
+    assert resources.adopt_helpers(env) == [config / "bin"]
+    assert env["PATH"] == f"{config / 'bin'}{os.pathsep}/usr/bin"
+    assert find_helper("desktop", env["PATH"]).path == helper
+    assert resources.adopt_helpers(env) == []  # on PATH now: nothing more to add
+    (config / "config.json").write_text("{")
+    assert resources.adopt_helpers({"DOCKER_CONFIG": str(config), "PATH": ""}) == []
 
 
 def test_credentials_check_is_ok_when_none_are_configured(tmp_path: Path) -> None:
