@@ -147,7 +147,8 @@ def fetch(c: Context, version: str = "", source: str = "", keyring: str = "",
             "from_dir": "read a capture made elsewhere: the dir `sh capture.sh DIR` wrote on "
                         "the target (a VM, any Linux host), or a file holding the output of "
                         "`sh capture.sh` (a console log will do)",
-            "image": "image to run the capture in (any with sh; default: setting build_image)",
+            "image": "image to run the capture in (any with sh; default: setting "
+                     "build_image, else alpine:3.20)",
             "save": "save the target as a profile for `build --profile` and `buildmodule "
                     "--profile` (written atomically)",
             "script": "print capture.sh (to run on a target by hand) and exit",

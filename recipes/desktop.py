@@ -25,6 +25,8 @@ from .atomic import write_text
 from .errors import UserError
 
 CAPTURE_SCRIPT = Path(__file__).parent / "data" / "capture.sh"
+CAPTURE_IMAGE = "alpine:3.20"
+"""Where the capture runs when neither --image nor build_image names one: small, with sh."""
 PROFILE_FORMAT = 1
 BEGIN, END = "lkbuild-capture-begin ", "lkbuild-capture-end "
 RANDSTRUCT = ("CONFIG_RANDSTRUCT_FULL", "CONFIG_RANDSTRUCT_PERFORMANCE")
@@ -470,9 +472,7 @@ def detect(settings: Any, *, from_dir: str = "", image: str = "", privileged: bo
         elif privileged:
             ui.info("--privileged: reading /etc/linuxkit.yml of Docker Desktop's VM through a "
                     "container in its pid namespace (the capture only reads files)")
-        use = image or settings.build_image
-        if not use:
-            raise UserError("no image to run the capture in", "pass --image (any image with sh)")
+        use = image or settings.build_image or CAPTURE_IMAGE
         kernel.ensure_build_image(eng, use)
         capture = capture_of(parse_stream(run_capture(eng, use, privileged)),
                              f"the capture on {eng.describe()}")

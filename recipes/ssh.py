@@ -33,6 +33,7 @@ from .errors import InfraError, UserError
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 CHUNK = 1 << 20
+BUFFER = 64 << 20  # image bytes held between the SSH channel and the local load
 PID_MARK = "lkbuild-pgid "
 HOST_RE = re.compile(r"(?:(?P<user>[^@\s:\[\]]+)@)?"
                      r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^@\s:\[\]/]+))"
@@ -502,14 +503,22 @@ def fetch_image(remote: Remote, ref: str, engine: Any) -> str:
     failure: list[BaseException] = []
 
     def chunks() -> Iterable[bytes]:
+        # At most BUFFER bytes wait here: when the local load is slower than the link, the
+        # reader stops, SSH's window fills, and `docker save` on the host waits.
         queue: list[bytes] = []
+        held = [0]
         cond = threading.Condition()
-        finished = [False]
+        finished, abandoned = [False], [False]
 
         def sink(data: bytes) -> None:
             with cond:
+                while held[0] > BUFFER and not abandoned[0]:
+                    cond.wait(0.5)
+                if abandoned[0]:
+                    raise _Abandoned(f"loading {ref} stopped")
                 queue.append(data)
-                cond.notify()
+                held[0] += len(data)
+                cond.notify_all()
 
         def pump() -> None:
             try:
@@ -519,34 +528,45 @@ def fetch_image(remote: Remote, ref: str, engine: Any) -> str:
             finally:
                 with cond:
                     finished[0] = True
-                    cond.notify()
+                    cond.notify_all()
 
         thread = threading.Thread(target=pump, daemon=True)
         thread.start()
-        while True:
-            data = b""
+        try:
+            while True:
+                data = b""
+                with cond:
+                    while not queue and not finished[0]:
+                        cond.wait(0.5)
+                    if queue:
+                        data = b"".join(queue)
+                        queue.clear()
+                        held[0] = 0
+                        cond.notify_all()
+                    elif finished[0]:
+                        break
+                if data:
+                    yield data
+        finally:
             with cond:
-                while not queue and not finished[0]:
-                    cond.wait(0.5)
-                if queue:
-                    data = b"".join(queue)
-                    queue.clear()
-                elif finished[0]:
-                    break
-            if data:
-                yield data
+                abandoned[0] = True
+                cond.notify_all()
         thread.join()
         if failure:
             raise failure[0]
 
     existed = engine.image(ref)
     try:
-        for _ in engine.client.api.load_image(chunks(), quiet=True):
-            pass
+        for reply in engine.client.api.load_image(chunks(), quiet=True):
+            if isinstance(reply, dict) and reply.get("error"):  # the engine's own refusal
+                raise InfraError(f"the local engine refused {ref} from {remote.spec}: "
+                                 f"{' '.join(str(reply['error']).split())[:200]}",
+                                 "nothing was kept")
     except BaseException as exc:
         _forget(engine, ref, existed)
-        if failure:
-            raise failure[0] from None
+        real = [f for f in failure if not isinstance(f, _Abandoned)]
+        if real:
+            raise real[0] from None
         if isinstance(exc, (KeyboardInterrupt, InfraError)):
             raise
         raise InfraError(f"loading {ref} from {remote.spec} failed: "
@@ -560,6 +580,10 @@ def fetch_image(remote: Remote, ref: str, engine: Any) -> str:
         raise InfraError(f"{ref} arrived as {got['Id'] if got else 'nothing'}, expected "
                          f"{expected}", "nothing was kept; run the command again")
     return expected
+
+
+class _Abandoned(InfraError):
+    """The local load stopped reading: the transfer's own end, not its cause."""
 
 
 def _forget(engine: Any, ref: str, existed: dict | None) -> None:
