@@ -320,8 +320,8 @@ def check_config(profile: Profile, out: Path, allow_mismatch: bool) -> None:
     """After the config step: the compiler must be the target's, and every moved symbol is
     reported as a fidelity risk."""
     final = kconfig.parse((out / "config").read_text())
-    toolchain = frozenset((out / "toolchain-symbols").read_text().split()) \
-        if (out / "toolchain-symbols").is_file() else frozenset()
+    from .kernel import toolchain_symbols
+    toolchain = toolchain_symbols(out)
     ours = final.get("CONFIG_CC_VERSION_TEXT", "").strip('"')
     if ours != profile.compiler:
         if not allow_mismatch:

@@ -332,13 +332,18 @@ def check_exit(code: int, log: Path, what: str) -> None:
     raise BuildError(f"{what} failed (buildx exit {code})", f"see the log: {log}")
 
 
+def toolchain_symbols(out: Path) -> frozenset[str]:
+    """The symbols the config step found to depend on the compiler (its toolchain-symbols)."""
+    path = out / "toolchain-symbols"
+    return frozenset(path.read_text().split()) if path.is_file() else frozenset()
+
+
 def check_config(p: Plan, out: Path) -> None:
     """Stop before compiling when the config is not final or a fragment did not stick."""
     requested = kconfig.parse((out / "requested").read_text())
     base = kconfig.parse((out / "base").read_text())
     final = kconfig.parse((out / "config").read_text())
-    toolchain = frozenset((out / "toolchain-symbols").read_text().split()) \
-        if (out / "toolchain-symbols").is_file() else frozenset()
+    toolchain = toolchain_symbols(out)
     user, tool = kconfig.finality(requested, base, toolchain)
     v, a = p.request.version, p.arch.name
     if user:

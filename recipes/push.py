@@ -433,6 +433,14 @@ class Pusher:
                                [str(p.image.platform)], was))
         return out
 
+    def clashing(self, repo: str, old: list[Entry],
+                 ours: list[tuple[Platform, str, str]]) -> list[Entry]:
+        """Entries of an index in the registry that hold another image (by config digest) for
+        one of our (platform, manifest digest, config digest)."""
+        return [e for e in old for platform, digest, config in ours
+                if e.platform.same(platform) and e.digest != digest
+                and self.remote_config(repo, e.digest) != config]
+
     def index_outcome(self, repo: str, tag: str, entries: list[Entry], merge: bool,
                       by_platform: dict[str, str]) -> tuple[Outcome, bytes]:
         current = self.client.get_manifest(repo, tag, push=True)
@@ -442,9 +450,9 @@ class Pusher:
             was = current.digest
             if current.media_type in registry.INDEXES:
                 old = registry.index_entries(current.doc)
-                clash = [e for e in old for o in entries if e.platform.same(o.platform)
-                         and e.digest != o.digest
-                         and self.remote_config(repo, e.digest) != by_platform[str(o.platform)]]
+                clash = self.clashing(repo, old, [(o.platform, o.digest,
+                                                   by_platform[str(o.platform)])
+                                                  for o in entries])
                 final = registry.merged(old, entries) if merge else entries
                 status = "conflict" if clash else "update"
             else:
@@ -609,12 +617,10 @@ def _index_clash(pusher: Pusher, repo: str, tag: str, members: list[Image]) -> O
     current = pusher.client.get_manifest(repo, tag, push=True)
     if current is None:
         return None
-    if current.media_type in registry.INDEXES:
-        by_platform = {str(i.platform): i.image_id for i in members}
-        old = registry.index_entries(current.doc)
-        if not [e for e in old for i in members if e.platform.same(i.platform)
-                and pusher.remote_config(repo, e.digest) != by_platform[str(i.platform)]]:
-            return None
+    if current.media_type in registry.INDEXES and not pusher.clashing(
+            repo, registry.index_entries(current.doc),
+            [(i.platform, "", i.image_id) for i in members]):
+        return None
     return Outcome(pusher.ref(repo, tag), "", "conflict", "index", [], current.digest)
 
 

@@ -500,8 +500,7 @@ def build(settings: Settings, request: kernel.Request, target: Target, *, fetch:
             groups = [result.refs, result.loader_refs]
         if push_to is not None:
             out.pushed = push_from_host(push_to, r, p, module, force_push)
-            out.image_id = r.images(groups[0][:1]).get(groups[0][0], "")
-        elif fetch:
+        if fetch and push_to is None:
             engine = connect(settings)
             try:
                 out.image_id = fetch_images(r, engine, groups)
