@@ -17,9 +17,7 @@ usage: python bench/remote.py [--quick] [--source TARBALL] [--link-mbit N] [--ou
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -28,38 +26,24 @@ import time
 import uuid
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import (BUILD_IMAGE, ROOT, SOURCE, UNAME, lkbuild, machine,  # noqa: E402
+                          write)
 from recipes import engine as enginemod  # noqa: E402
 from recipes import ssh  # noqa: E402
 from tests.integration.daemons import DockerEngine, Link, SSHServer  # noqa: E402
 from tests.integration.kernels import remove_images  # noqa: E402
 
-BUILD_IMAGE = "lkbuild/build:bookworm"
 RUN = uuid.uuid4().hex[:8]
-UNAME = {"amd64": "x86_64", "arm64": "aarch64"}
-
-
-def lkbuild(*args: str, env: dict[str, str]) -> tuple[float, dict]:
-    full = {k: v for k, v in os.environ.items() if not k.startswith("LKBUILD_")}
-    full.update({"LKBUILD_BUILD_IMAGE": BUILD_IMAGE, "LKBUILD_MIN_FREE_GB": "5",
-                 "PYTHONPATH": str(ROOT), **env})
-    started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "recipes", *args, "--json"], cwd=ROOT,
-                          env=full, capture_output=True, text=True)
-    elapsed = time.monotonic() - started
-    if proc.returncode != 0:
-        sys.exit(f"lkbuild {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
-    return elapsed, json.loads(proc.stdout)[0]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the small config (minutes)")
-    parser.add_argument("--source", default="/usr/src/linux-source-6.12.tar.xz")
+    parser.add_argument("--source", default=SOURCE)
     parser.add_argument("--arch", default="amd64")
-    parser.add_argument("--out", default=str(ROOT / "bench" / "remote.json"))
+    parser.add_argument("--out", default="")
     parser.add_argument("--link-mbit", type=int, default=1000,
                         help="rate of the shaped link to the second build host path")
     args = parser.parse_args()
@@ -80,11 +64,11 @@ def main() -> None:
         cache = work / "cache"
         base = {"LKBUILD_CACHE_DIR": str(cache), "LKBUILD_ORG": f"lkbuild-bench-{RUN}"}
 
-        remote_s, remote_out = lkbuild(
+        remote_s, remote_out, _ = lkbuild(
             "remote-build", "--host", server.host_spec, "--identity", str(server.identity),
             "--known-hosts", str(known), *build_flags,
             env={**base, "LKBUILD_CACHE_ID": f"bench-remote-{RUN}"})
-        local_s, _ = lkbuild(
+        local_s, _, _ = lkbuild(
             "build", *build_flags, "--force",
             env={**base, "LKBUILD_CACHE_ID": f"bench-local-{RUN}", "DOCKER_HOST": engine.host})
 
@@ -113,9 +97,8 @@ def main() -> None:
             link.stop()
         mb = size / 1e6
         results = {
-            "inputs": {"source": args.source, "arch": args.arch,
+            "inputs": {**machine(), "source": args.source, "arch": args.arch,
                        "config": "small" if args.quick else "series",
-                       "cpus": os.cpu_count(), "machine": platform.machine(),
                        "image": ref, "image_mb": round(mb, 1), "link_mbit": args.link_mbit},
             "transfer": {
                 name: {"transfer_mb_s": round(mb / t["fetch"], 1),
@@ -135,12 +118,12 @@ def main() -> None:
         engine.stop()
         shutil.rmtree(engine.root, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
-    print(json.dumps(results, indent=2))
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    path = write("remote", results, args.out)
     for name, t in results["transfer"].items():
         print(f"image transfer / raw ssh cat (OpenSSH), {name}: "
               f"{t['transfer_vs_openssh_cat']}  (goal >= 0.8)")
     print(f"remote build / local build on that engine: {results['remote_vs_local_build']}")
+    print(f"written to {path}")
 
 
 def measure(server: SSHServer, known: Path, ref: str, saved: Path) -> dict[str, float]:

@@ -152,10 +152,14 @@ def fetch(c: Context, version: str = "", source: str = "", keyring: str = "",
             "save": "save the target as a profile for `build --profile` and `buildmodule "
                     "--profile` (written atomically)",
             "script": "print capture.sh (to run on a target by hand) and exit",
+            "randstruct_seed": "the target kernel's scripts/basic/randstruct.seed, for a "
+                               "RANDSTRUCT target: kept in the profile, checked against the "
+                               "hash in the target's vermagic",
             "json": JSON_HELP})
 @edge
 def detect(c: Context, context: str = "", privileged: bool = False, from_dir: str = "",
-           image: str = "", save: str = "", script: bool = False, json: bool = False) -> None:
+           image: str = "", save: str = "", script: bool = False, randstruct_seed: str = "",
+           json: bool = False) -> None:
     """Read the target kernel (release, arch, build, compiler, config, vermagic, image)."""
     from . import desktop
 
@@ -167,6 +171,8 @@ def detect(c: Context, context: str = "", privileged: bool = False, from_dir: st
                         "--privileged")
     s = settings(context=context)
     found = desktop.detect(s, from_dir=from_dir, image=image, privileged=privileged)
+    if randstruct_seed:
+        found.profile = desktop.with_seed(found.profile, randstruct_seed)
     for note in found.capture.notes:
         ui.warn(note)
     if save:
@@ -410,15 +416,17 @@ KERNEL_FLAGS_HELP = {
 
 
 def kernel_planner(s: Settings, source: str, build_image: str, config: str,
-                   fragment: list[str], variant: str, debug: bool) -> Callable[..., Any]:
-    """plan(version, arch) for the kernel image those build flags make."""
+                   fragment: list[str], variant: str, debug: bool, profile: Any = None
+                   ) -> Callable[..., Any]:
+    """plan(version, arch) for the kernel image those build flags (or that profile) make."""
     from . import kernel as kernelmod
 
     def plan_for(version: str, a: archmod.Arch) -> kernelmod.Plan:
         request = kernelmod.Request(version=version, arch=a, debug=debug, variant=variant,
                                     config=Path(config) if config else None,
                                     fragments=tuple(Path(f) for f in fragment),
-                                    source=source or None, build_image=build_image)
+                                    source=source or None, build_image=build_image,
+                                    profile=profile)
         return kernelmod.plan(s, request)
 
     return plan_for
@@ -468,7 +476,8 @@ def buildmodule(c: Context, kernel: str = "", arch: str = "", module: str = "",
         kernel, arch = kernel or version, target.arch.name
     if not kernel and not matrix:
         kernel = version_of("", source, s)
-    plan_for = kernel_planner(s, source, build_image, config, fragment or [], variant, debug)
+    plan_for = kernel_planner(s, source, build_image, config, fragment or [], variant, debug,
+                              target)
     base = modulemod.Request(module=module, kernel=kernel,
                              arch=archmod.resolve(arch) if arch else None,
                              version=module_version, source=module_source,
@@ -757,10 +766,21 @@ def test(c: Context, quick: bool = False, k: str = "") -> None:
         raise Exit(code=code)
 
 
+@task(help={"quick": "the small test configs (about 40 minutes on 2 cores) instead of the "
+                     "series' full ones (hours)",
+            "only": "comma-separated benchmarks: kernel_build, jobs, remote (default: all)"})
+def bench(c: Context, quick: bool = False, only: str = "") -> None:
+    """Run the benchmarks side by side; print each figure against its goal (docs/benchmarks.md)."""
+    args = [sys.executable, str(ROOT / "bench" / "run.py")] + (["--quick"] if quick else []) \
+        + (["--only", only] if only else [])
+    code = os.spawnv(os.P_WAIT, sys.executable, args)
+    if code:
+        raise Exit(code=code)
+
+
 ns = Collection(config, list_, add_kernel, fetch, doctor, bootstrap_image, buildplainkernel,
                 builddebugkernel, build, kconfig, buildmodule, vmtest, remote_build, push,
-                detect,
-                pull, prune, test)
+                detect, pull, prune, test, bench)
 ns.configure({"run": {"echo": False}})
 
 

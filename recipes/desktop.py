@@ -13,7 +13,7 @@ import base64
 import gzip
 import hashlib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -31,6 +31,7 @@ PROFILE_FORMAT = 1
 BEGIN, END = "lkbuild-capture-begin ", "lkbuild-capture-end "
 RANDSTRUCT = ("CONFIG_RANDSTRUCT_FULL", "CONFIG_RANDSTRUCT_PERFORMANCE")
 SEED_RE = re.compile(r"[0-9a-f]{64}")
+SEED_HASH_RE = re.compile(r"(?:^|\s)RANDSTRUCT_([0-9a-f]{64})(?:\s|$)")
 KERNEL_IMAGE_RE = re.compile(r"^\s*image:\s*[\"']?(\S*?(?:for-desktop-kernel|/kernel):[^\"'\s]+)",
                              re.M)
 
@@ -197,13 +198,16 @@ class Profile:
         return hashlib.sha256(self.config.encode()).hexdigest() if self.config else ""
 
     def expected_vermagic(self) -> str:
-        """The target's vermagic as read, else as its config gives it."""
+        """The target's vermagic as read, else as its config (and seed) give it."""
         if self.vermagic:
             return self.vermagic
         if self.config is None:
             return ""
         from .module import config_vermagic
-        return config_vermagic(self.release, kconfig.parse(self.config), self.arch)
+        made = config_vermagic(self.release, kconfig.parse(self.config), self.arch)
+        if self.randstruct_seed and made.endswith(" RANDSTRUCT_?"):
+            made = made[:-1] + seed_hash(self.randstruct_seed)
+        return made
 
     def as_doc(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -216,6 +220,37 @@ class Profile:
         if self.config is not None:
             doc["config"] = self.config
         return doc
+
+
+def seed_hash(seed: str) -> str:
+    """What the kernel's gen-randstruct-seed.sh puts in vermagic for a seed."""
+    return hashlib.sha256(seed.encode()).hexdigest()
+
+
+def check_seed(seed: str, vermagic: str, where: str) -> str:
+    """A seed is refused unless it is 64 hex digits and, when the target's vermagic carries a
+    RANDSTRUCT hash, the one that hashes to it: a wrong seed builds modules that never load."""
+    if not SEED_RE.fullmatch(seed):
+        raise UserError(f"{where}: randstruct_seed must be 64 lowercase hex digits",
+                        "copy it from the target kernel's scripts/basic/randstruct.seed")
+    found = SEED_HASH_RE.search(vermagic)
+    if found and found.group(1) != seed_hash(seed):
+        raise UserError(f"{where}: the randstruct seed is not the target's (its hash "
+                        f"{seed_hash(seed)[:16]}... vs RANDSTRUCT_{found.group(1)[:16]}... in "
+                        "the target's vermagic)", "copy the target kernel's own "
+                        "scripts/basic/randstruct.seed, from the build that made it")
+    return seed
+
+
+def with_seed(profile: Profile, path: Path | str) -> Profile:
+    """detect --randstruct-seed: the profile with the target's seed, read from a seed file."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UserError(f"seed file {path} does not exist", "give the target kernel's "
+                        "scripts/basic/randstruct.seed (kernel-dev.tar of its image holds it)")
+    seed = path.read_text(errors="replace").strip()
+    return replace(profile, randstruct_seed=check_seed(seed, profile.vermagic,
+                                                       f"seed file {path}"))
 
 
 def profile_of(capture: Capture, source: str) -> Profile:
@@ -283,9 +318,8 @@ def load(path: Path | str, arch: Arch | None = None) -> Profile:
         raise UserError(f"profile {path}: its config does not match its config_sha256 (edited "
                         "or damaged)", f"make it again with `inv detect --save {path}`")
     seed = str(doc.get("randstruct_seed") or "")
-    if seed and not SEED_RE.fullmatch(seed):
-        raise UserError(f"profile {path}: randstruct_seed must be 64 lowercase hex digits",
-                        "copy it from the target kernel's scripts/basic/randstruct.seed")
+    if seed:
+        check_seed(seed, str(doc.get("vermagic") or ""), f"profile {path}")
     split_release(str(doc["release"]))
     return Profile(str(doc["release"]), parch, str(doc["compiler"]), str(doc.get("build") or ""),
                    str(doc.get("vermagic") or ""), config, str(doc.get("kernel_image") or ""),
@@ -338,15 +372,31 @@ def check_config(profile: Profile, out: Path, allow_mismatch: bool) -> None:
         ui.warn(f"{len(risks)} config symbols differ from the target after olddefconfig: "
                 f"{kconfig.summary(risks, 4)}")
     if any(final.get(s) == "y" for s in RANDSTRUCT) and not profile.randstruct_seed:
+        if not allow_mismatch:
+            raise UserError(f"the target {profile.release} uses RANDSTRUCT and the profile "
+                            "carries no randstruct_seed: its modules would never load there",
+                            "add the target's seed: inv detect ... --randstruct-seed FILE "
+                            "--save PROFILE (or --allow-mismatch to build anyway)")
         ui.warn("the target uses RANDSTRUCT but the profile carries no randstruct_seed: "
-                "modules built here will not match its struct layout")
+                "modules built here will not match its struct layout (--allow-mismatch)")
 
 
-def check_release(profile: Profile, built: str) -> None:
-    if built != profile.release:
-        raise UserError(f"the build made release {built!r}, the target is "
+def check_built(profile: Profile, release: str, vermagic: str, allow_mismatch: bool) -> None:
+    """After the compile, before anything is tagged: the target's release and vermagic."""
+    from .module import same_vermagic, vermagic_diff, words
+
+    if release != profile.release:
+        raise UserError(f"the build made release {release!r}, the target is "
                         f"{profile.release!r}", "nothing was tagged; set CONFIG_LOCALVERSION "
                         "in the profile's config to the target's suffix")
+    want = profile.expected_vermagic()
+    if want and vermagic and not same_vermagic(want, vermagic):
+        line = (f"the build made vermagic {words(vermagic)!r}, the target has {words(want)!r} "
+                f"({vermagic_diff(want, vermagic)})")
+        if not allow_mismatch:
+            raise UserError(line, "nothing was tagged; a module built against it would not "
+                            "load on the target (--allow-mismatch to tag it anyway)")
+        ui.warn(line + " (--allow-mismatch)")
 
 
 def check_vermagic(profile: Profile, kernel_ref: str, vermagic: str) -> None:

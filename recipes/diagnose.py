@@ -19,6 +19,8 @@ class Rule:
     cause: str
     fix: str
     user: bool = False  # the input is at fault (exit 2), not the build or the machine
+    hint: re.Pattern[str] | None = None  # a line that makes the fix exact, when the log has it
+    hint_fix: str = ""
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,10 @@ RULES: tuple[Rule, ...] = (
         r"Cannot allocate memory|virtual memory exhausted|oom-kill", re.I),
          "the build ran out of memory",
          "lower --jobs (inv doctor shows what the engine's memory allows) or give the engine "
-         "more memory"),
+         "more memory",
+         hint=re.compile(r"the builder's memory \((?P<where>[^)]*)\) allows -j(?P<jobs>\d+)"),
+         hint_fix="use --jobs {jobs}, what the builder's memory ({where}) allows, or leave "
+                  "--jobs out (automatic jobs fit it)"),
     Rule("disk-full", re.compile(
         r"no space left on device|input/output error|Cannot write: I/O error|"
         r"metadata_v2\.db", re.I),
@@ -86,7 +91,9 @@ def diagnose(text: str) -> Diagnosis | None:
         match = rule.pattern.search(text)
         if match:
             fields = {k: (v or "").strip() for k, v in match.groupdict().items()}
-            return Diagnosis(rule.name, rule.cause.format(**fields), rule.fix, rule.user)
+            hint = rule.hint.search(text) if rule.hint else None
+            fix = rule.hint_fix.format(**hint.groupdict()) if hint else rule.fix
+            return Diagnosis(rule.name, rule.cause.format(**fields), fix, rule.user)
     return None
 
 

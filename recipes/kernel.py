@@ -180,6 +180,8 @@ def plan(settings: Settings, request: Request, need_config: bool = True,
         raise UserError(f"no build image for {series.name}",
                         "set BUILD_IMAGE in its build-args, or pass --build-image")
     extra = {**request.build_args, "BUILD_IMAGE": build_image}
+    if request.profile is not None and request.profile.randstruct_seed:
+        extra["RANDSTRUCT_SEED"] = request.profile.randstruct_seed  # kernel/scripts/compile.sh
     inputs = BuildInputs(tree, series, request.version, request.arch, variant=request.variant,
                          debug=request.debug, config=config, fragments=fragments,
                          extra_args=extra, source_sha256=source.sha256,
@@ -195,19 +197,30 @@ def plan(settings: Settings, request: Request, need_config: bool = True,
                 settings.cache_id)
 
 
-def choose_jobs(engine: Engine, requested: int) -> int:
+def choose_jobs(engine: Engine, requested: int,
+                model: resources.JobModel = resources.DEFAULT_MODEL) -> int:
     """Make jobs: the request, else what the engine's cpus and memory allow; refuse too many."""
     memory = engine.memory
     if requested:
-        need = resources.memory_needed(requested)
+        need = resources.memory_needed(requested, model)
         if memory and need > memory:
-            fits = resources.jobs_for(max(engine.cpus, requested), memory)
+            fits = resources.jobs_for(max(engine.cpus, requested), memory, model)
             raise UserError(
                 f"-j{requested} needs about {need / 2**30:.1f} GiB but the engine on "
                 f"{engine.describe()} has {memory / 2**30:.1f} GiB",
                 f"use --jobs {fits} or give the engine more memory")
         return requested
-    return resources.jobs_for(engine.cpus or 1, memory or resources.memory_needed(1))
+    return resources.jobs_for(engine.cpus or 1, memory or resources.memory_needed(1, model),
+                              model)
+
+
+def jobs_key(p: Plan) -> str:
+    """What a measured job size belongs to: the kernel, arch, flavour and config, not the
+    cache scope (another user's or a fresh scope's build of it takes as much memory)."""
+    h = hashlib.sha256()
+    for f in ([p.inputs.config] if p.inputs.config else []) + list(p.inputs.fragments):
+        h.update(f.read_bytes() + b"\0")
+    return f"{p.cache_key[len(cache_scope(p.cache_id)) + 1:]}-{h.hexdigest()[:12]}"
 
 
 def series_jobs(p: Plan) -> int:
@@ -290,7 +303,10 @@ def builder_platform(engine: Engine) -> str:
     return engine_arch(engine).platform
 
 
-def build_args(p: Plan, build_arch: Arch, jobs: int) -> dict[str, str]:
+def build_args(p: Plan, build_arch: Arch, jobs: int,
+               auto: resources.JobModel | None = None) -> dict[str, str]:
+    """`auto`: the model automatic jobs came from (None: the jobs were asked for)."""
+    model = auto or resources.DEFAULT_MODEL
     arch = p.arch
     native = p.request.native or build_arch.name == arch.name
     args = dict(p.inputs.build_args())
@@ -302,6 +318,10 @@ def build_args(p: Plan, build_arch: Arch, jobs: int) -> dict[str, str]:
         "CROSS_COMPILE": "" if native else arch.cross_compile,
         "KIMAGE": arch.image_file,
         "MAKE_JOBS": str(jobs),
+        # compile.sh lowers automatic jobs to what a builder's own memory limit allows.
+        "JOBS_AUTO": "0" if auto is None else "1",
+        "JOBS_RESERVE_MB": str(model.reserve // resources.MiB),
+        "JOBS_PER_JOB_MB": str(model.per_job // resources.MiB),
         "CACHE_KEY": p.cache_key,
         "SOURCE_KEY": p.source_key(),
         "SOURCE_SHA256": p.source.sha256,
@@ -383,14 +403,14 @@ class Session:
 
 @contextlib.contextmanager
 def staged(settings: Settings, p: Plan, build_arch: Arch, jobs: int,
-           kconfig_base: str = "", with_source: bool = True
-           ) -> Iterator[tuple[Path, dict[str, Any]]]:
+           kconfig_base: str = "", with_source: bool = True,
+           auto: resources.JobModel | None = None) -> Iterator[tuple[Path, dict[str, Any]]]:
     """Stage the context under its lock and hold the lock while the build uses it; yield it
     with the arguments every step shares."""
     ctx = Path(settings.cache_dir) / "context" / p.cache_key
     with context.locked(ctx.with_suffix(".lock"), f"{p.request.version} {p.arch.name}"):
         stage(p, ctx, with_source)
-        args = build_args(p, build_arch, jobs)
+        args = build_args(p, build_arch, jobs, auto)
         if kconfig_base:
             args["KCONFIG_BASE"] = kconfig_base
         yield ctx, dict(context=ctx, platform=p.arch.platform, args=args,
@@ -399,8 +419,9 @@ def staged(settings: Settings, p: Plan, build_arch: Arch, jobs: int,
 
 @contextlib.contextmanager
 def session(settings: Settings, p: Plan, engine: Engine, jobs: int,
-            kconfig_base: str = "") -> Iterator[Session]:
-    with staged(settings, p, engine_arch(engine), jobs, kconfig_base) as (ctx, base):
+            kconfig_base: str = "", auto: resources.JobModel | None = None
+            ) -> Iterator[Session]:
+    with staged(settings, p, engine_arch(engine), jobs, kconfig_base, auto=auto) as (ctx, base):
         yield Session(p, engine, jobs, log_path(settings, p), ctx, base)
 
 
@@ -434,7 +455,8 @@ def make_images(s: Steps, p: Plan, build_platform: str) -> dict[str, str]:
         facts = {f.name: f.read_text().strip() for f in facts_dir.iterdir()}
     if request.profile is not None:
         from . import desktop
-        desktop.check_release(request.profile, facts.get("release", ""))
+        desktop.check_built(request.profile, facts.get("release", ""),
+                            facts.get("vermagic", ""), request.allow_mismatch)
     labels = {
         f"{LABEL}.release": facts.get("release", ""),
         f"{LABEL}.vermagic": facts.get("vermagic", ""),
@@ -457,6 +479,16 @@ def make_images(s: Steps, p: Plan, build_platform: str) -> dict[str, str]:
     return facts
 
 
+def remember_jobs(settings: Settings, p: Plan, facts: dict[str, str], jobs: int) -> int:
+    """Keep the compile's measured peak for the next build's jobs; the jobs make really ran
+    with (the builder may have lowered them to its own memory limit)."""
+    used = int(facts["jobs"]) if facts.get("jobs", "").isdigit() else jobs
+    peak = facts.get("peak-rss", "")
+    if peak.isdigit():
+        resources.remember_peak(settings.cache_dir, jobs_key(p), int(peak), used)
+    return used
+
+
 def build(settings: Settings, request: Request) -> Result:
     """Build one kernel image (and its -builder image when asked); skip it when it exists."""
     started = time.monotonic()
@@ -470,16 +502,21 @@ def build(settings: Settings, request: Request) -> Result:
         return Result(wanted, existing["Id"], labels.get(f"{LABEL}.release", ""),
                       labels.get(f"{LABEL}.vermagic", ""), p.digest, p.arch.name,
                       request.version, time.monotonic() - started, 0, True)
-    jobs = choose_jobs(engine, request.jobs or settings.jobs or series_jobs(p))
+    requested = request.jobs or settings.jobs or series_jobs(p)
+    model = resources.model_for(settings.cache_dir, jobs_key(p))
+    jobs = choose_jobs(engine, requested, model)
     check_disk(settings, engine)
     ensure_build_image(engine, p.build_image)
     if request.native and resolve(str(engine.info().get("Architecture"))).name != p.arch.name:
         ui.warn(f"--native builds {p.arch.name} under emulation on {engine.describe()}: "
                 "expect it to be many times slower than a cross build")
-    with session(settings, p, engine, jobs) as s:
-        ui.info(f"building {p.refs[0]} on {engine.describe()} with make -j{jobs}; log: {s.log}")
+    with session(settings, p, engine, jobs, auto=None if requested else model) as s:
+        how = "" if requested else f" ({model.describe()})"
+        ui.info(f"building {p.refs[0]} on {engine.describe()} with make -j{jobs}{how}; "
+                f"log: {s.log}")
         facts = make_images(s, p, builder_platform(engine))
         log = s.log
+    jobs = remember_jobs(settings, p, facts, jobs)
     image = engine.image(p.refs[0])
     if image is None:
         raise BuildError(f"the build finished but {p.refs[0]} is not in the engine",

@@ -311,16 +311,18 @@ def check_room(settings: Settings, r: Host) -> None:
                              "for small configs")
 
 
-def choose_jobs(r: Host, requested: int) -> int:
+def choose_jobs(r: Host, requested: int,
+                model: resources.JobModel = resources.DEFAULT_MODEL) -> int:
     """The request, else what the remote engine's cpus and memory allow; refuse too many."""
     if not requested:
-        return r.facts.jobs
-    need = resources.memory_needed(requested)
+        return resources.jobs_for(r.facts.cpus, r.facts.memory, model) if r.facts.memory \
+            else r.facts.jobs
+    need = resources.memory_needed(requested, model)
     if r.facts.memory and need > r.facts.memory:
         raise UserError(f"--jobs {requested} needs about {need / 1024**3:.1f} GiB but "
                         f"{r.describe()}'s engine has {r.facts.memory / 1024**3:.1f} GiB",
-                        f"use --jobs {resources.jobs_for(r.facts.cpus, r.facts.memory)} or "
-                        "leave --jobs out")
+                        f"use --jobs {resources.jobs_for(r.facts.cpus, r.facts.memory, model)} "
+                        "or leave --jobs out")
     return requested
 
 
@@ -520,19 +522,23 @@ def build(settings: Settings, request: kernel.Request, target: Target, *, fetch:
 def _run_build(settings: Settings, p: kernel.Plan, r: Host, show: Callable[[str], None],
                located: sources.Located | None) -> tuple[int, str]:
     request = p.request
-    jobs = choose_jobs(r, request.jobs or settings.jobs or kernel.series_jobs(p))
+    requested = request.jobs or settings.jobs or kernel.series_jobs(p)
+    model = resources.model_for(settings.cache_dir, kernel.jobs_key(p))
+    jobs = choose_jobs(r, requested, model)
     check_room(settings, r)
     ensure_build_image(settings, r, p.build_image)
     log = kernel.log_path(settings, p)
     build_dir = r.work / "builds" / uuid.uuid4().hex[:12]
-    with kernel.staged(settings, p, r.arch, jobs, with_source=located is None) as (ctx, base):
+    with kernel.staged(settings, p, r.arch, jobs, with_source=located is None,
+                       auto=None if requested else model) as (ctx, base):
         ui.info(f"building {p.refs[0]} on {r.describe()} with make -j{jobs}; log: {log}")
         try:
             extra = [fetch_source(r, located)] if located is not None else []
             sent = sync_context(r, ctx, Path(settings.cache_dir), build_dir, extra)
             session = RemoteSession(r.conn, {**base, "context": build_dir / "ctx"}, build_dir,
                                     log, show)
-            kernel.make_images(session, p, r.arch.platform)
+            facts = kernel.make_images(session, p, r.arch.platform)
+            kernel.remember_jobs(settings, p, facts, jobs)
         finally:
             _cleanup(r, build_dir)
     return sent, str(log)

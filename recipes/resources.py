@@ -7,6 +7,7 @@ session shows up as a keychain error. These checks say so before a build starts,
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, MutableMapping, Sequence
 
 from . import engine as enginemod
+from .atomic import write_text
 from .errors import InfraError, LkbuildError, UserError
 from .settings import Settings
 
@@ -34,15 +36,72 @@ deliberately cautious: a build one job slower is better than one killed 20 minut
 """
 
 
-def jobs_for(cpus: int, memory_bytes: int) -> int:
+MiB = 1024 ** 2
+MEASURED_RESERVE = GiB
+MEASURED_MARGIN = 1.25
+MEASURED_STEP = 64 * MiB
+MEASURED_FLOOR = 256 * MiB
+"""Once a build of the same kernel and config has run, a job costs what it measured: the
+largest resident set of any process of that compile (the biggest cc1, or the final link),
+with a quarter on top, rounded up to 64 MiB so the figure (a build argument) stays the same
+from one build to the next. Counting every job at the largest process is cautious, and 1 GiB
+stays back for make, the shell and the page cache of the tree. A rebuild that changed
+nothing runs only small processes, so no job counts as less than 256 MiB."""
+
+
+@dataclass(frozen=True)
+class JobModel:
+    """Memory kept back and memory per make job: the default, or one measured by a build."""
+
+    reserve: int = MEMORY_RESERVE
+    per_job: int = MEMORY_PER_JOB
+    peak: int = 0  # the measured largest process, when the model comes from a build
+
+    @classmethod
+    def measured(cls, peak: int) -> "JobModel":
+        steps = -(-int(peak * MEASURED_MARGIN) // MEASURED_STEP)
+        return cls(MEASURED_RESERVE, max(MEASURED_FLOOR, steps * MEASURED_STEP), peak)
+
+    def describe(self) -> str:
+        if self.peak:
+            return (f"{gib(self.per_job)} per job, measured (largest process "
+                    f"{self.peak / MiB:.0f} MiB)")
+        return f"{gib(self.per_job)} per job (default, until a build measures it)"
+
+
+DEFAULT_MODEL = JobModel()
+
+
+def jobs_for(cpus: int, memory_bytes: int, model: JobModel = DEFAULT_MODEL) -> int:
     """Make jobs an engine with these cpus and this much memory can afford (at least 1)."""
-    by_memory = (memory_bytes - MEMORY_RESERVE) // MEMORY_PER_JOB
+    by_memory = (memory_bytes - model.reserve) // model.per_job
     return max(1, min(max(cpus, 1), by_memory))
 
 
-def memory_needed(jobs: int) -> int:
+def memory_needed(jobs: int, model: JobModel = DEFAULT_MODEL) -> int:
     """Bytes of memory `make -j<jobs>` needs under the same model: for "refuse early" messages."""
-    return MEMORY_RESERVE + max(jobs, 1) * MEMORY_PER_JOB
+    return model.reserve + max(jobs, 1) * model.per_job
+
+
+def _peak_file(cache_dir: Path | str, key: str) -> Path:
+    return Path(cache_dir) / "jobs" / f"{key}.json"
+
+
+def model_for(cache_dir: Path | str, key: str) -> JobModel:
+    """The model a build of this kernel and config measured before, else the default."""
+    try:
+        peak = int(json.loads(_peak_file(cache_dir, key).read_text())["peak_rss"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return DEFAULT_MODEL
+    return JobModel.measured(peak) if peak > 0 else DEFAULT_MODEL
+
+
+def remember_peak(cache_dir: Path | str, key: str, peak: int, jobs: int) -> None:
+    """Keep the largest peak seen: an incremental rebuild compiles little and must not make
+    the next cold build's jobs bolder."""
+    peak = max(peak, model_for(cache_dir, key).peak)
+    if peak > 0:
+        write_text(_peak_file(cache_dir, key), json.dumps({"peak_rss": peak, "jobs": jobs}) + "\n")
 
 
 def free_bytes(path: Path | str) -> int:

@@ -13,15 +13,27 @@ flock 9
 
 make_args="ARCH=$KARCH CROSS_COMPILE=$CROSS_COMPILE"
 [ -n "${LOCALVERSION:-}" ] && make_args="$make_args LOCALVERSION=$LOCALVERSION"
+if [ -n "${RANDSTRUCT_SEED:-}" ]; then
+  # The target's seed instead of a random one. kbuild regenerates a seed file placed by
+  # hand (if_changed), so its generator is replaced for every make below; the command is
+  # the same for every seed, so a seed file holding another one is removed first.
+  make_args="$make_args gen-randstruct-seed=/lkbuild/randstruct-seed.sh"
+  seed_file="$build/scripts/basic/randstruct.seed"
+  [ "$(cat "$seed_file" 2>/dev/null)" = "$RANDSTRUCT_SEED" ] || rm -f "$seed_file"
+fi
 cd "$cache/src/$key"
 # Replace the config only when it changed, so an unchanged one does not look new to make.
 cmp -s /kconfig/final/.config "$build/.config" || cp /kconfig/final/.config "$build/.config"
 
-jobs=${MAKE_JOBS:-$(getconf _NPROCESSORS_ONLN)}
+jobs=$(/lkbuild/jobs.sh "${MAKE_JOBS:-$(getconf _NPROCESSORS_ONLN)}" "${JOBS_AUTO:-0}" \
+  "${JOBS_RESERVE_MB:-2048}" "${JOBS_PER_JOB_MB:-1536}")
+printf '%s\n' "$jobs" > "$out/facts/jobs"
 echo "lkbuild: make -j$jobs $make_args in $build"
 make -s O="$build" $make_args olddefconfig
 # The UAPI headers are made in the same parallel make, and incrementally, in the build dir.
-make O="$build" $make_args -j"$jobs" all headers
+started=$(date +%s)
+/lkbuild/peak.sh "$out/facts/peak-rss" make O="$build" $make_args -j"$jobs" all headers
+echo "lkbuild: make took $(( $(date +%s) - started )) s"
 
 release=$(make -s O="$build" $make_args kernelrelease)
 img="$out/image"

@@ -123,10 +123,11 @@ class DockerEngine:
     """A second dockerd with its own data root, socket and containerd, in a network namespace
     of its own, so it cannot disturb the host engine."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, args: tuple[str, ...] = ()) -> None:
         self.root = root  # short: the socket path must fit in 108 bytes
         self.proc: subprocess.Popen | None = None
         self.netns = f"lkbuild-{root.name}"
+        self.args = args  # more dockerd flags (--cgroup-parent for a memory-capped builder)
 
     @property
     def socket(self) -> Path:
@@ -157,7 +158,7 @@ class DockerEngine:
              "--config-file", str(self.root / "daemon.json"), "--data-root", str(self.data_root),
              "--exec-root", str(self.root / "x"), "--pidfile", str(self.root / "dockerd.pid"),
              "-H", self.host, "--containerd-namespace", "lkbuild-test",
-             "--containerd-plugins-namespace", "lkbuild-test-plugins"],
+             "--containerd-plugins-namespace", "lkbuild-test-plugins", *self.args],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             wait_for(lambda: self.socket.exists() and self.docker("info").returncode == 0,
@@ -347,3 +348,50 @@ class Link:
     def stop(self) -> None:
         subprocess.run(["ip", "link", "del", self.veth], capture_output=True)
         subprocess.run(["ip", "netns", "delete", self.netns], capture_output=True)
+
+
+class MemoryCap:
+    """A memory-limited cgroup for a builder: a dockerd started with `--cgroup-parent
+    self.parent` puts every container and every BuildKit step under it, so the limit is what
+    a capped Docker Desktop VM or CI runner gives a build. Its OOM kills are counted."""
+
+    ROOT = Path("/sys/fs/cgroup")
+
+    def __init__(self, name: str, limit: int) -> None:
+        self.name, self.limit = name, limit
+        self.v1 = (self.ROOT / "memory" / "memory.stat").exists()
+
+    @property
+    def parent(self) -> str:
+        return f"/{self.name}"
+
+    @property
+    def memory_dir(self) -> Path:
+        return self.ROOT / "memory" / self.name if self.v1 else self.ROOT / self.name
+
+    def start(self) -> None:
+        self.memory_dir.mkdir()
+        self.set_limit(self.limit)
+
+    def set_limit(self, limit: int) -> None:
+        """A new limit for what runs under the cap from now on (the engine keeps running)."""
+        knob = "memory.limit_in_bytes" if self.v1 else "memory.max"
+        (self.memory_dir / knob).write_text(str(limit))
+        self.limit = limit
+
+    def oom_kills(self) -> int:
+        """OOM kills under the cap so far (children's included)."""
+        name = "memory.oom_control" if self.v1 else "memory.events"
+        for line in (self.memory_dir / name).read_text().splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill":
+                return int(value)
+        raise AssertionError(f"no oom_kill counter in {self.memory_dir / name}")
+
+    def stop(self) -> None:
+        """Remove the cgroup dockerd made in every hierarchy, children first."""
+        for top in [*self.ROOT.glob(f"*/{self.name}"), self.ROOT / self.name]:
+            if top.is_dir():
+                for d in sorted((p for p in top.rglob("*") if p.is_dir()), reverse=True):
+                    d.rmdir()
+                top.rmdir()

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.integration.kernels import lkbuild, one_error_line, small_args
+from tests.integration.kernels import DATA, SESSION, lkbuild, one_error_line, small_args
 
 pytestmark = pytest.mark.slow
 TARGET_FRAGMENT = "other-localversion.fragment"  # -other, with /proc/config.gz
+RANDSTRUCT_FRAGMENT = "randstruct.fragment"  # -rs, RANDSTRUCT_FULL through the GCC plugin
 
 
 def test_detect_on_the_local_engine_equals_docker_info_and_the_engine_hosts_config(
@@ -41,23 +42,28 @@ def test_privileged_detect_on_an_engine_that_is_not_desktop_says_so_and_goes_on(
     assert run.json()["release"] and run.json()["kernel_image"] == ""
 
 
-@pytest.fixture(scope="module")
-def target(kernel_cache, kver, small_kernel, kernel_variant, tmp_path_factory
-           ) -> tuple[dict, Path]:
-    """The simulated target booted in qemu; capture.sh's console output saved as a profile."""
+def capture_in_vm(kernel_cache: Path, ref: str) -> Path:
+    """Boot the kernel in qemu with its modules, run capture.sh there: the console log."""
     from recipes import desktop, vm
     from recipes.arch import resolve
     from recipes.settings import Settings
 
-    small_kernel("amd64")  # the session's cold build comes first: others measure against it
-    kernel = kernel_variant("amd64", TARGET_FRAGMENT)
-    work = tmp_path_factory.mktemp("target")
-    result = vm.boot(Settings(flags={"cache_dir": str(kernel_cache)}), kernel["refs"][0],
+    result = vm.boot(Settings(flags={"cache_dir": str(kernel_cache)}), ref,
                      resolve("amd64"), extra_files={"/capture.sh": desktop.CAPTURE_SCRIPT},
                      commands=["sh /capture.sh"], kernel_modules=True, append="quiet")
     assert result.passed, result.verdict
-    profile = work / "target.yaml"
-    run = lkbuild(kernel_cache, "detect", "--from-dir", str(result.log), "--save",
+    return Path(result.log)
+
+
+@pytest.fixture(scope="module")
+def target(kernel_cache, kver, small_kernel, kernel_variant, tmp_path_factory
+           ) -> tuple[dict, Path]:
+    """The simulated target booted in qemu; capture.sh's console output saved as a profile."""
+    small_kernel("amd64")  # the session's cold build comes first: others measure against it
+    kernel = kernel_variant("amd64", TARGET_FRAGMENT)
+    log = capture_in_vm(kernel_cache, kernel["refs"][0])
+    profile = tmp_path_factory.mktemp("target") / "target.yaml"
+    run = lkbuild(kernel_cache, "detect", "--from-dir", str(log), "--save",
                   str(profile), "--json")
     assert run.code == 0, run.err[-2000:]
     return kernel, profile
@@ -134,3 +140,63 @@ def test_a_profile_of_another_arch_or_a_corrupt_one_is_refused(kernel_cache, kve
     corrupt.write_text(profile.read_text()[:-200] + "\n  : [\n")
     run = lkbuild(kernel_cache, "build", "--profile", str(corrupt))
     assert run.code == 2 and str(corrupt) in one_error_line(run.err)
+
+
+SEED = "5eed" * 16
+
+
+def test_a_randstruct_target_is_built_with_its_seed_and_its_module_loads_there(
+        kernel_cache, kver, tmp_path):
+    """A RANDSTRUCT target whose seed is known: lkbuild's seed writer makes it (the vermagic
+    hash proves the seed was not drawn). The profile build then runs in the same build dir:
+    had its seed not reached kbuild, the changed generator command would draw a new one and
+    the built vermagic would be refused. Its module loads in the target VM. Both builds use a
+    cache scope of their own: RANDSTRUCT recompiles everything, and the session's shared
+    build dir stays as the other tests expect it."""
+    own = {"LKBUILD_CACHE_ID": f"test-{SESSION}-rs"}
+    try:
+        _randstruct_target_and_profile(kernel_cache, kver, tmp_path, own)
+    finally:
+        assert lkbuild(kernel_cache, "prune", env=own).code == 0
+
+
+def _randstruct_target_and_profile(kernel_cache: Path, kver: str, tmp_path: Path,
+                                   own: dict[str, str]) -> None:
+    target = lkbuild(kernel_cache, "build", *small_args(kver, "amd64"), "--fragment",
+                     str(DATA / RANDSTRUCT_FRAGMENT), "--build-arg", f"RANDSTRUCT_SEED={SEED}",
+                     "--json", env=own)
+    assert target.code == 0, target.err[-3000:]
+    (kernel,) = target.json()
+    assert kernel["vermagic"].split()[-1] == \
+        f"RANDSTRUCT_{hashlib.sha256(SEED.encode()).hexdigest()}"
+    log = capture_in_vm(kernel_cache, kernel["refs"][0])
+    source = small_args(kver, "amd64")[4:6]
+    bare = tmp_path / "bare.yaml"
+    assert lkbuild(kernel_cache, "detect", "--from-dir", str(log), "--save", str(bare)).code == 0
+    run = lkbuild(kernel_cache, "build", "--profile", str(bare), *source, env=own)
+    assert run.code == 2 and "randstruct_seed" in one_error_line(run.err)
+
+    seed, wrong = tmp_path / "randstruct.seed", tmp_path / "wrong.seed"
+    seed.write_text(SEED + "\n")
+    wrong.write_text("0" * 64 + "\n")
+    profile = tmp_path / "rs.yaml"
+    run = lkbuild(kernel_cache, "detect", "--from-dir", str(log), "--randstruct-seed",
+                  str(wrong), "--save", str(profile))
+    assert run.code == 2 and "not the target's" in one_error_line(run.err)
+    assert not profile.exists()
+    run = lkbuild(kernel_cache, "detect", "--from-dir", str(log), "--randstruct-seed",
+                  str(seed), "--save", str(profile))
+    assert run.code == 0, run.err[-2000:]
+
+    build = lkbuild(kernel_cache, "build", "--profile", str(profile), *source, "--json",
+                    env=own)
+    assert build.code == 0, build.err[-3000:]
+    (built,) = build.json()
+    assert built["vermagic"].split() == kernel["vermagic"].split()
+    module = lkbuild(kernel_cache, "buildmodule", "--profile", str(profile), *source,
+                     "--module", "hello", "--json", env=own)
+    assert module.code == 0, module.err[-3000:]
+    boot = lkbuild(kernel_cache, "vmtest", "--kernel", kernel["refs"][0], "--arch", "amd64",
+                   "--module", module.json()["loader_refs"][0], "--json")
+    assert boot.code == 0, boot.err[-3000:]
+    assert boot.json()["passed"] is True

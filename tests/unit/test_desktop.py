@@ -185,11 +185,82 @@ def test_every_symbol_olddefconfig_moves_is_a_fidelity_risk(tmp_path, capsys):
     assert risks == []
 
 
+VERMAGIC = "6.12.54-linuxkit SMP preempt mod_unload aarch64"
+
+
 def test_a_build_of_another_release_is_refused():
-    desktop.check_release(_profile(), "6.12.54-linuxkit")
+    desktop.check_built(_profile(), "6.12.54-linuxkit", VERMAGIC + " ", False)
     with pytest.raises(UserError) as err:
-        desktop.check_release(_profile(), "6.12.54-lkdev")
+        desktop.check_built(_profile(), "6.12.54-lkdev", "", False)
     assert "'6.12.54-lkdev'" in err.value.line() and "CONFIG_LOCALVERSION" in err.value.line()
+
+
+def test_a_build_of_another_vermagic_is_refused_before_tagging_unless_allowed(capsys):
+    p = _profile(vermagic=VERMAGIC)
+    with pytest.raises(UserError) as err:
+        desktop.check_built(p, "6.12.54-linuxkit", "6.12.54-linuxkit SMP mod_unload aarch64",
+                            False)
+    line = err.value.line()
+    assert "kernel has preempt" in line and "nothing was tagged" in line
+    desktop.check_built(p, "6.12.54-linuxkit", "6.12.54-linuxkit SMP mod_unload aarch64", True)
+    assert "--allow-mismatch" in capsys.readouterr().err
+
+
+SEED = "0123456789abcdef" * 4
+RANDSTRUCT_CONFIG = DESKTOP_CONFIG + "CONFIG_GCC_PLUGINS=y\nCONFIG_RANDSTRUCT_FULL=y\n"
+
+
+def test_the_seed_hash_is_the_kernels(tmp_path):
+    """Same as the kernel's gen-randstruct-seed.sh (`echo -n SEED | sha256sum`), and the
+    script lkbuild puts in its place writes both files in the kernel's format."""
+    import hashlib
+    import subprocess
+
+    assert desktop.seed_hash(SEED) == hashlib.sha256(SEED.encode()).hexdigest()
+    script = Path(__file__).parents[2] / "kernel" / "scripts" / "randstruct-seed.sh"
+    subprocess.run(["sh", str(script), str(tmp_path / "seed"), str(tmp_path / "hash.h")],
+                   check=True, env={"RANDSTRUCT_SEED": SEED, "PATH": "/usr/bin:/bin"})
+    assert (tmp_path / "seed").read_text() == SEED + "\n"
+    assert (tmp_path / "hash.h").read_text() == \
+        f'#define RANDSTRUCT_HASHED_SEED "{desktop.seed_hash(SEED)}"\n'
+    failed = subprocess.run(["sh", str(script), str(tmp_path / "s2"), str(tmp_path / "h2")],
+                            capture_output=True, env={"PATH": "/usr/bin:/bin"})
+    assert failed.returncode != 0 and not (tmp_path / "s2").exists()
+
+
+def test_a_seed_gives_the_vermagic_hash_the_config_cannot():
+    p = _profile(config=RANDSTRUCT_CONFIG)
+    assert p.expected_vermagic().endswith(" RANDSTRUCT_?")
+    seeded = _profile(config=RANDSTRUCT_CONFIG, randstruct_seed=SEED)
+    assert seeded.expected_vermagic().endswith(f" RANDSTRUCT_{desktop.seed_hash(SEED)}")
+
+
+def test_a_seed_that_does_not_hash_to_the_targets_vermagic_is_refused(tmp_path):
+    p = _profile(vermagic=f"{VERMAGIC} RANDSTRUCT_{desktop.seed_hash(SEED)}")
+    (tmp_path / "good").write_text(SEED + "\n")
+    assert desktop.with_seed(p, tmp_path / "good").randstruct_seed == SEED
+    (tmp_path / "other").write_text("f" * 64)
+    with pytest.raises(UserError) as err:
+        desktop.with_seed(p, tmp_path / "other")
+    assert "not the target's" in err.value.line() and "other" in err.value.line()
+    (tmp_path / "short").write_text("abc")
+    with pytest.raises(UserError) as err:
+        desktop.with_seed(p, tmp_path / "short")
+    assert "64 lowercase hex digits" in err.value.line()
+    with pytest.raises(UserError) as err:
+        desktop.with_seed(p, tmp_path / "missing")
+    assert "does not exist" in err.value.line()
+
+
+def test_a_randstruct_target_without_a_seed_is_refused_before_the_compile(tmp_path, capsys):
+    out = _config_out(tmp_path, RANDSTRUCT_CONFIG)
+    p = _profile(config=RANDSTRUCT_CONFIG)
+    with pytest.raises(UserError) as err:
+        desktop.check_config(p, out, allow_mismatch=False)
+    assert "randstruct_seed" in err.value.line() and "--randstruct-seed" in err.value.line()
+    desktop.check_config(p, out, allow_mismatch=True)
+    assert "struct layout" in capsys.readouterr().err
+    desktop.check_config(_profile(config=RANDSTRUCT_CONFIG, randstruct_seed=SEED), out, False)
 
 
 def test_a_kernel_with_another_vermagic_is_refused_naming_the_fields():

@@ -41,3 +41,12 @@ def test_out_of_memory_wins_over_the_compile_errors_it_causes():
 
 def test_an_unknown_failure_is_not_guessed():
     assert diagnose("everything is fine\n") is None
+
+
+def test_out_of_memory_names_the_jobs_the_builder_allows_when_the_log_says():
+    log = ("#10 0.2 lkbuild: -j12 is more than the builder's memory (cgroup limit 1024 MiB) "
+           "allows -j1\n#10 80.1 gcc: fatal error: Killed signal terminated program cc1\n")
+    found = diagnose(log)
+    assert found.name == "out-of-memory"
+    assert found.fix.startswith("use --jobs 1, what the builder's memory (cgroup limit 1024 MiB)")
+    assert "inv doctor" in diagnose(log.splitlines()[1]).fix  # no such line: the general fix

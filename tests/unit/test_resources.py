@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 from pathlib import Path
 
@@ -145,3 +146,66 @@ def test_qemu_check_warns_with_an_install_command(tmp_path: Path) -> None:
     check = resources.check_qemu(str(tmp_path))
     assert check.status == "warn" and not check.blocker
     assert "qemu" in check.fix and "qemu-system-aarch64" in check.detail
+
+
+def test_a_measured_peak_sizes_jobs_with_a_margin_in_whole_steps() -> None:
+    from recipes.resources import MEASURED_STEP, JobModel
+
+    model = JobModel.measured(300 * 1024 ** 2)  # 375 MiB with the margin -> 384 MiB
+    assert model.per_job == 6 * MEASURED_STEP and model.reserve == GiB
+    assert JobModel.measured(300 * 1024 ** 2 + 4096).per_job == model.per_job
+    assert JobModel.measured(25 * 1024 ** 2).per_job == 4 * MEASURED_STEP  # a no-op rebuild
+    assert jobs_for(2, 4 * GiB, model) == 2  # the small config on a 4 GiB builder
+    assert jobs_for(2, 4 * GiB) == 1  # the cautious default would take one
+    assert jobs_for(64, memory_needed(5, model), model) == 5
+    assert "measured" in model.describe() and "default" in JobModel().describe()
+
+
+def test_the_largest_peak_is_kept_per_key(tmp_path: Path) -> None:
+    from recipes.resources import DEFAULT_MODEL, model_for, remember_peak
+
+    assert model_for(tmp_path, "k") == DEFAULT_MODEL
+    remember_peak(tmp_path, "k", 500 * 1024 ** 2, 2)
+    remember_peak(tmp_path, "k", 100 * 1024 ** 2, 2)  # an incremental rebuild
+    assert model_for(tmp_path, "k").peak == 500 * 1024 ** 2
+    assert model_for(tmp_path, "other") == DEFAULT_MODEL
+    (tmp_path / "jobs" / "bad.json").write_text("{not json")
+    assert model_for(tmp_path, "bad") == DEFAULT_MODEL
+
+
+def _jobs_sh(tmp_path: Path, jobs: int, auto: int, mem_mib: int, cgroup: str | None,
+             v2: bool = False) -> tuple[int, str]:
+    import subprocess
+
+    (tmp_path / "meminfo").write_text(f"MemTotal:       {mem_mib * 1024} kB\n")
+    root = tmp_path / "cg"
+    shutil.rmtree(root, ignore_errors=True)
+    if cgroup is not None:
+        if v2:
+            root.mkdir()
+            (root / "memory.max").write_text(cgroup + "\n")
+        else:
+            (root / "memory").mkdir(parents=True)
+            (root / "memory" / "memory.stat").write_text(
+                f"cache 0\nhierarchical_memory_limit {cgroup}\n")
+    script = Path(__file__).parents[2] / "kernel" / "scripts" / "jobs.sh"
+    out = subprocess.run(["sh", str(script), str(jobs), str(auto), "1024", "512"],
+                         capture_output=True, text=True, check=True,
+                         env={"PATH": "/usr/bin:/bin", "LKBUILD_MEMINFO": str(tmp_path / "meminfo"),
+                              "LKBUILD_CGROUP_ROOT": str(root)})
+    return int(out.stdout), out.stderr
+
+
+def test_the_builder_lowers_automatic_jobs_to_its_own_memory_limit(tmp_path: Path) -> None:
+    unlimited = "9223372036854771712"
+    assert _jobs_sh(tmp_path, 2, 1, 24000, unlimited) == (2, "")
+    jobs, said = _jobs_sh(tmp_path, 8, 1, 24000, str(2 * GiB))
+    assert jobs == 2 and "cgroup limit 2048 MiB) allows -j2: using it" in said
+    jobs, said = _jobs_sh(tmp_path, 8, 0, 24000, str(2 * GiB))  # asked for: kept, and said
+    assert jobs == 8 and "-j8 is more than the builder's memory (cgroup limit 2048 MiB) " \
+        "allows -j2" in said
+    jobs, said = _jobs_sh(tmp_path, 4, 1, 2048, None)  # no cgroup: the VM's MemTotal
+    assert jobs == 2 and "MemTotal 2048 MiB" in said
+    assert _jobs_sh(tmp_path, 4, 1, 24000, str(GiB // 2))[0] == 1  # never below one
+    assert _jobs_sh(tmp_path, 8, 1, 24000, str(2 * GiB), v2=True)[0] == 2
+    assert _jobs_sh(tmp_path, 8, 1, 24000, "max", v2=True)[0] == 8

@@ -1,0 +1,95 @@
+"""`inv bench`: every benchmark in one run, then the goals table from their JSON.
+
+Each benchmark runs as its own process, one after another (they would skew each other's
+timings), and writes bench/results/<name>.json; this writes bench/results/bench.json with
+every figure against its goal.
+
+usage: python bench/run.py [--quick] [--only kernel_build,jobs,remote]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import operator
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import RESULTS, ROOT, machine, write  # noqa: E402
+
+BENCHES = ("kernel_build", "jobs", "remote")
+LINK = "1000 Mbit/s link"
+# figure, benchmark, path in its JSON, comparison, goal
+GOALS: tuple[tuple[str, str, tuple[str, ...], str, float], ...] = (
+    ("cold buildplainkernel / bare make -jN", "kernel_build", ("ratios", "cold_over_bare_make"),
+     "<=", 1.10),
+    ("rebuild after a one-symbol config change / cold", "kernel_build",
+     ("ratios", "rebuild_over_cold"), "<=", 0.15),
+    ("no-op build when the image exists (s)", "kernel_build", ("seconds", "noop"), "<=", 2),
+    ("arm64 cross-built / x86_64 native", "kernel_build",
+     ("ratios", "arm64_cross_over_x86_64_native"), "<=", 1.15),
+    ("OOM kills, automatic jobs on a capped builder", "jobs", ("oom_kills_auto",), "<=", 0),
+    ("automatic jobs / best fixed -j", "jobs", ("auto_over_best_fixed",), "<=", 1.05),
+    (f"remote image transfer / raw ssh cat, {LINK}", "remote",
+     ("transfer", LINK, "transfer_vs_openssh_cat"), ">=", 0.8),
+    ("remote image transfer / raw ssh cat, loopback", "remote",
+     ("transfer", "loopback", "transfer_vs_openssh_cat"), ">=", 0.8),
+    ("buildmodule hello - bare make M= (s)", "kernel_build",
+     ("buildmodule_seconds_over_bare",), "<=", 5),
+)
+COMPARE = {"<=": operator.le, ">=": operator.ge}
+
+
+def figure(results: dict[str, Any], path: tuple[str, ...]) -> Any:
+    for key in path:
+        if not isinstance(results, dict) or key not in results:
+            return None
+        results = results[key]
+    return results
+
+
+def table(found: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for name, bench, path, op, goal in GOALS:
+        value = figure(found.get(bench, {}), path)
+        met = None if value is None else COMPARE[op](value, goal)
+        rows.append({"figure": name, "goal": f"{op} {goal:g}", "measured": value, "met": met})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="the small configs")
+    parser.add_argument("--only", default=",".join(BENCHES))
+    args = parser.parse_args()
+    chosen = [b for b in args.only.split(",") if b]
+    unknown = sorted(set(chosen) - set(BENCHES))
+    if unknown:
+        sys.exit(f"unknown benchmark {', '.join(unknown)}; choose from {', '.join(BENCHES)}")
+    found: dict[str, dict[str, Any]] = {}
+    failed = []
+    for bench in chosen:
+        print(f"== {bench}", flush=True)
+        argv = [sys.executable, str(ROOT / "bench" / f"{bench}.py")] + \
+            (["--quick"] if args.quick else [])
+        if subprocess.run(argv, cwd=ROOT).returncode != 0:
+            failed.append(bench)
+            continue
+        found[bench] = json.loads((RESULTS / f"{bench}.json").read_text())
+    rows = table(found)
+    path = write("bench", {"machine": machine(), "quick": args.quick, "goals": rows,
+                           "results": found})
+    width = max(len(r["figure"]) for r in rows)
+    for r in rows:
+        state = {True: "met", False: "MISSED", None: "not run"}[r["met"]]
+        print(f"{r['figure']:<{width}}  {r['goal']:>7}  {str(r['measured']):>8}  {state}")
+    print(f"written to {path}")
+    if failed:
+        sys.exit(f"benchmark {', '.join(failed)} failed")
+
+
+if __name__ == "__main__":
+    main()
