@@ -20,6 +20,7 @@ if [ -n "$cg" ] && [ "$cg" -lt "$limit" ]; then
 fi
 fit=$(( (limit - reserve) / per_job ))
 [ "$fit" -ge 1 ] || fit=1
+echo "lkbuild: builder memory: $where $limit MiB, room for -j$fit" >&2
 if [ "$fit" -lt "$jobs" ]; then
   if [ "$auto" = 1 ]; then
     echo "lkbuild: the builder's memory ($where $limit MiB) allows -j$fit: using it" >&2

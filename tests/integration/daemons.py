@@ -371,13 +371,8 @@ class MemoryCap:
 
     def start(self) -> None:
         self.memory_dir.mkdir()
-        self.set_limit(self.limit)
-
-    def set_limit(self, limit: int) -> None:
-        """A new limit for what runs under the cap from now on (the engine keeps running)."""
         knob = "memory.limit_in_bytes" if self.v1 else "memory.max"
-        (self.memory_dir / knob).write_text(str(limit))
-        self.limit = limit
+        (self.memory_dir / knob).write_text(str(self.limit))
 
     def oom_kills(self) -> int:
         """OOM kills under the cap so far (children's included)."""

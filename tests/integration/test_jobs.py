@@ -1,6 +1,11 @@
 """The jobs model against a real memory limit: a second dockerd whose containers and BuildKit
 steps all run under a memory-capped cgroup, as in a small Docker Desktop VM or a CI runner.
-The engine reports the machine's memory; only the builder sees the cap."""
+The engine reports the machine's memory; only the builder sees the cap.
+
+Too many jobs under a cap is not tested here with a real build: the small config's cc1
+processes are small, and a builder capped below what they need together thrashes on
+re-read compiler pages for many minutes before the kernel OOM-kills anything. The diagnosis
+of that kill, with the jobs the builder's memory allows, is tested on its log lines."""
 from __future__ import annotations
 
 import shutil
@@ -12,13 +17,11 @@ from typing import Iterator
 import pytest
 
 from tests.integration.daemons import DockerEngine, MemoryCap
-from tests.integration.kernels import BUILD_IMAGE, SESSION, lkbuild, one_error_line, small_args
+from tests.integration.kernels import BUILD_IMAGE, SESSION, lkbuild, small_args
 
 pytestmark = pytest.mark.slow
 MiB = 1024 ** 2
 CAP = 2048 * MiB  # the automatic build: the engine reports 23 GiB, the builder holds 2
-TIGHT = 384 * MiB  # the high --jobs build: a dozen cc1 at once cannot fit
-TOO_MANY = "14"  # within what the engine's reported memory allows, so only the cap stops it
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +40,7 @@ def capped() -> Iterator[tuple[DockerEngine, MemoryCap]]:
         cap.stop()
 
 
-def test_auto_jobs_fit_a_capped_builder_and_too_many_are_killed_and_diagnosed(
+def test_automatic_jobs_fit_a_capped_builder_the_engine_does_not_report(
         capped, kernel_cache, kver):
     engine, cap = capped
     env = {"DOCKER_HOST": engine.host}
@@ -48,16 +51,8 @@ def test_auto_jobs_fit_a_capped_builder_and_too_many_are_killed_and_diagnosed(
     (built,) = auto.json()
     log = Path(built["log"]).read_text()
     assert f"lkbuild: make -j{built['jobs']} " in log
+    assert "lkbuild: builder memory: cgroup limit 2048 MiB" in log  # the cap, seen inside
     if built["jobs"] < 2:  # the model gave each job more than half the cap
         assert f"(cgroup limit 2048 MiB) allows -j{built['jobs']}: using it" in log
     assert cap.oom_kills() == before, "an automatic-jobs build was OOM-killed"
 
-    cap.set_limit(TIGHT)
-    high = lkbuild(kernel_cache, "build", *small_args(kver, "amd64"), "--jobs", TOO_MANY,
-                   "--force", env={**env, "LKBUILD_CACHE_ID": f"test-{SESSION}-cap-high"})
-    assert high.code == 5, high.err[-3000:]
-    line = one_error_line(high.err)
-    assert "ran out of memory" in line and "use --jobs 1" in line, line
-    assert "cgroup limit 384 MiB" in line and "/logs/kernel-" in line
-    assert cap.oom_kills() > before, "the failure was not an OOM kill"
-    assert high.out == ""

@@ -198,7 +198,8 @@ def _jobs_sh(tmp_path: Path, jobs: int, auto: int, mem_mib: int, cgroup: str | N
 
 def test_the_builder_lowers_automatic_jobs_to_its_own_memory_limit(tmp_path: Path) -> None:
     unlimited = "9223372036854771712"
-    assert _jobs_sh(tmp_path, 2, 1, 24000, unlimited) == (2, "")
+    assert _jobs_sh(tmp_path, 2, 1, 24000, unlimited) == \
+        (2, "lkbuild: builder memory: MemTotal 24000 MiB, room for -j44\n")
     jobs, said = _jobs_sh(tmp_path, 8, 1, 24000, str(2 * GiB))
     assert jobs == 2 and "cgroup limit 2048 MiB) allows -j2: using it" in said
     jobs, said = _jobs_sh(tmp_path, 8, 0, 24000, str(2 * GiB))  # asked for: kept, and said
