@@ -316,6 +316,39 @@ class Engine:
             return False
         return Path(self.data_root).exists()
 
+    def output(self, image: str, command: Sequence[str], timeout: int = 60) -> str:
+        """stdout of a short command in a container of `image` (present on the engine, never
+        pulled), run without a network and removed however it ends."""
+        container = None
+        try:
+            with _wrapped(f"cannot run {command[0]} in {image} on {self.describe()}"):
+                container = self.client.containers.create(image, list(command),
+                                                          network_disabled=True)
+                container.start()
+                status = container.wait(timeout=timeout)
+                out = container.logs(stdout=True, stderr=False).decode(errors="replace")
+            if int(status.get("StatusCode", 1)) != 0:
+                raise InfraError(f"{command[0]} failed in {image} on {self.describe()} "
+                                 f"(exit {status.get('StatusCode')})")
+            return out
+        finally:
+            if container is not None:
+                try:
+                    container.remove(force=True)
+                except _WRAPPED:
+                    pass
+
+    def data_root_free(self, image: str) -> int | None:
+        """Free bytes where the engine keeps its data: statvfs here when that is its disk,
+        else `df` in a container of `image` (a container's root sits on the data root's
+        filesystem), which also reaches a Docker Desktop VM's disk. None when neither can."""
+        if self.data_root_visible():
+            st = os.statvfs(self.data_root)
+            return st.f_bavail * st.f_frsize
+        if not image or not self.image_exists(image):
+            return None
+        return parse_df(self.output(image, ["df", "-Pk", "/"])).get("0")
+
     def image(self, ref: str) -> dict[str, Any] | None:
         """The image's inspect attributes, or None when the engine has no such image."""
         try:
@@ -398,6 +431,17 @@ class Engine:
             self.client.close()
         except _WRAPPED:
             pass
+
+
+def parse_df(text: str) -> dict[str, int]:
+    """`df -Pk A B` -> {mount point's query path: free bytes}, in the order asked."""
+    out: dict[str, int] = {}
+    lines = [line for line in text.splitlines() if line.strip()]
+    for n, line in enumerate(lines[1:]):
+        fields = line.split()
+        if len(fields) >= 6 and fields[3].isdigit():
+            out[str(n)] = int(fields[3]) * 1024
+    return out
 
 
 def _tls_config(tls: TLSFiles | None) -> docker.tls.TLSConfig | None:

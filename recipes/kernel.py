@@ -233,14 +233,22 @@ def series_jobs(p: Plan) -> int:
     return int(raw)
 
 
-def check_disk(settings: Settings, engine: Engine) -> None:
-    """Refuse before starting when the engine's disk or the cache cannot hold a build."""
+def check_disk(settings: Settings, engine: Engine, image: str = "") -> None:
+    """Refuse before starting when the cache, the engine's disk (measured in a container of
+    `image` when it is not this machine's) or, for Docker Desktop, the Mac disk its disk image
+    grows into cannot hold a build."""
     need = settings.min_free_gb * GB
-    places = [("the cache dir", Path(settings.cache_dir))]
-    if engine.data_root_visible():
-        places.append(("the engine's data root", Path(engine.data_root)))
-    for what, path in places:
-        free = resources.free_bytes(path)
+    places = [("the cache dir", str(settings.cache_dir),
+               resources.free_bytes(settings.cache_dir))]
+    engine_free = engine.data_root_free(image)
+    if engine_free is not None:
+        places.append(("the engine's data root", engine.data_root, engine_free))
+    if engine.in_vm:
+        disk = resources.DiskImage.read(settings.desktop_disk_image)
+        if disk is not None:
+            places.append((f"the disk that holds {disk.path.name}", str(disk.path.parent),
+                           disk.host_free))
+    for what, path, free in places:
         if free < need:
             raise InfraError(
                 f"only {free / GB:.1f} GB free in {what} {path}; a kernel build needs "
@@ -505,8 +513,8 @@ def build(settings: Settings, request: Request) -> Result:
     requested = request.jobs or settings.jobs or series_jobs(p)
     model = resources.model_for(settings.cache_dir, jobs_key(p))
     jobs = choose_jobs(engine, requested, model)
-    check_disk(settings, engine)
     ensure_build_image(engine, p.build_image)
+    check_disk(settings, engine, p.build_image)
     if request.native and resolve(str(engine.info().get("Architecture"))).name != p.arch.name:
         ui.warn(f"--native builds {p.arch.name} under emulation on {engine.describe()}: "
                 "expect it to be many times slower than a cross build")

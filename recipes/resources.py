@@ -327,6 +327,11 @@ def _disk_check(name: str, where: str, path: Path | str, min_free_gb: int) -> Ch
         free = free_bytes(path)
     except InfraError as exc:
         return Check(name, "warn", exc.message, "", False, {"path": str(path)})
+    return _disk_verdict(name, where, path, free, min_free_gb)
+
+
+def _disk_verdict(name: str, where: str, path: Path | str, free: int, min_free_gb: int
+                  ) -> Check:
     need = min_free_gb * GB
     data = {"path": str(path), "free": free, "needed": need}
     detail = f"{gb(free)} free in {where} {path} (a kernel build needs {min_free_gb} GB)"
@@ -337,18 +342,88 @@ def _disk_check(name: str, where: str, path: Path | str, min_free_gb: int) -> Ch
     return Check(name, "ok", detail, "", True, data)
 
 
+def probe_image(settings: Settings, eng: enginemod.Engine) -> str:
+    """An image already on the engine that a short `df` can run in (never pulled): the build
+    image, else the offline one."""
+    for image in (settings.build_image, settings.bootstrap_image):
+        if image and eng.image_exists(image):
+            return str(image)
+    return ""
+
+
 def check_engine_disk(settings: Settings, eng: enginemod.Engine | None) -> Check:
     if eng is None:
         return Check("disk-engine", "warn", SKIPPED, "", True)
-    if not eng.data_root_visible():
+    where = f"{'the engine VM' if eng.in_vm else 'another machine'}"
+    if eng.data_root_visible():
+        return _disk_check("disk-engine", "the engine's data root", eng.data_root,
+                           settings.min_free_gb)
+    free = eng.data_root_free(probe_image(settings, eng))
+    if free is None:
         fix = ("Docker Desktop: Settings > Resources > Disk image size, and free space on the Mac"
                if eng.in_vm else "check free space where the engine keeps its data")
         return Check("disk-engine", "warn",
                      f"cannot be measured from here: {eng.data_root or 'the data root'} is on "
-                     f"{'the engine VM' if eng.in_vm else 'another machine'}", fix, True,
+                     f"{where} and no build image is there to measure it with", fix, True,
                      {"path": eng.data_root})
-    return _disk_check("disk-engine", "the engine's data root", eng.data_root,
-                       settings.min_free_gb)
+    return _disk_verdict("disk-engine", f"the engine's data root (on {where})", eng.data_root,
+                         free, settings.min_free_gb)
+
+
+DISK_IMAGE_IO = ("a full Mac disk reaches the engine as I/O errors (`metadata_v2.db: "
+                 "input/output error`, `tar: Cannot write`), not as a full disk")
+
+
+@dataclass(frozen=True)
+class DiskImage:
+    """Docker Desktop's Docker.raw: a sparse file whose size is the VM disk's limit, whose
+    allocated blocks are what the VM holds, and which grows into the Mac's free space."""
+
+    path: Path
+    limit: int
+    allocated: int
+    host_free: int
+
+    @classmethod
+    def read(cls, path: Path | str | None) -> "DiskImage | None":
+        if path is None:
+            return None
+        path = Path(path).expanduser()
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        return cls(path, st.st_size, st.st_blocks * 512, free_bytes(path.parent))
+
+    @property
+    def growth(self) -> int:
+        return max(0, self.limit - self.allocated)
+
+
+def check_disk_image(settings: Settings, eng: enginemod.Engine | None) -> Check | None:
+    """Docker.raw against the Mac's free space; None where there is no Docker Desktop."""
+    img = DiskImage.read(settings.desktop_disk_image)
+    if img is None:
+        if eng is not None and eng.in_vm:
+            return Check("disk-image", "warn", f"Docker Desktop's disk image is not at "
+                         f"{settings.desktop_disk_image}: the Mac's free space is not checked",
+                         "set desktop_disk_image (LKBUILD_DESKTOP_DISK_IMAGE) to the Docker.raw "
+                         "under Settings > Resources > Disk image location", False)
+        return None
+    need = settings.min_free_gb * GB
+    data = {"path": str(img.path), "limit": img.limit, "allocated": img.allocated,
+            "host_free": img.host_free, "needed": need}
+    detail = (f"{img.path.name} holds {gb(img.allocated)} of its {gb(img.limit)} limit; "
+              f"{gb(img.host_free)} free on the disk it grows into")
+    if img.host_free < need:
+        return Check("disk-image", "fail", f"{detail} (a kernel build needs {settings.min_free_gb}"
+                     f" GB)", f"free space on the Mac: {DISK_IMAGE_IO}", True, data)
+    if img.growth > img.host_free:
+        return Check("disk-image", "warn", f"{detail}: it may grow {gb(img.growth)}, more than "
+                     "that disk has", "free space on the Mac, or lower Settings > Resources > "
+                     f"Disk image size to at most {int((img.allocated + img.host_free) / GB)} GB: "
+                     f"{DISK_IMAGE_IO}", False, data)
+    return Check("disk-image", "ok", detail, "", False, data)
 
 
 def check_cache_disk(settings: Settings) -> Check:
@@ -412,17 +487,20 @@ def doctor(settings: Settings) -> list[Check]:
     problem (only for a user error such as a context that does not exist)."""
     engine_check, eng = check_engine(settings)
     checks = [engine_check]
-    later: list[tuple[str, Callable[[], Check]]] = [
+    later: list[tuple[str, Callable[[], Check | None]]] = [
         ("buildx", lambda: check_buildx(settings, eng)),
         ("memory", lambda: check_memory(settings, eng)),
         ("disk-engine", lambda: check_engine_disk(settings, eng)),
         ("disk-cache", lambda: check_cache_disk(settings)),
+        ("disk-image", lambda: check_disk_image(settings, eng)),
         ("credentials", check_credentials),
         ("qemu", check_qemu),
     ]
     for name, run in later:
         try:
-            checks.append(run())
+            check = run()
+            if check is not None:
+                checks.append(check)
         except UserError:
             raise
         except LkbuildError as exc:

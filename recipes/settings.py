@@ -86,6 +86,10 @@ SETTINGS: tuple[Setting, ...] = (
             "builds with the same cache id share compiled objects (default: your user name)"),
     Setting("min_free_gb", "int", lambda: 30,
             "free disk a full kernel build needs, in GB (doctor and build preflight)"),
+    Setting("desktop_disk_image", "path",
+            lambda: Path.home() / "Library/Containers/com.docker.docker/Data/vms/0/data/"
+                                  "Docker.raw",
+            "Docker Desktop's disk image (Docker.raw): the disk the engine's VM grows into"),
 )
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 

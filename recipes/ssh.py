@@ -26,6 +26,7 @@ from typing import Any, BinaryIO, Callable, Iterable, Iterator
 import paramiko
 
 from . import resources
+from .engine import parse_df
 from .errors import InfraError, UserError
 
 # Paramiko logs a transport's failure with its traceback, which Python prints when nobody
@@ -127,17 +128,6 @@ class RemoteFacts:
 
     def as_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
-
-
-def parse_df(text: str) -> dict[str, int]:
-    """`df -Pk A B` -> {mount point's query path: free bytes}, in the order asked."""
-    out: dict[str, int] = {}
-    lines = [line for line in text.splitlines() if line.strip()]
-    for n, line in enumerate(lines[1:]):
-        fields = line.split()
-        if len(fields) >= 6 and fields[3].isdigit():
-            out[str(n)] = int(fields[3]) * 1024
-    return out
 
 
 def parse_info(text: str) -> dict[str, Any]:

@@ -92,3 +92,73 @@ def test_a_credential_helper_off_path_is_used_and_the_export_path_fix_given(
     assert (cred["status"], cred["blocker"]) == ("fail", True)
     assert "docker-credential-desktop not found" in cred["detail"]
     assert run.err_lines[-1] == "lkbuild: error: doctor found blockers: credentials"
+
+
+class TcpToUnix:
+    """The local engine's socket served on a loopback TCP port, so lkbuild sees an engine
+    whose data root is not this machine's path (as for Docker Desktop or a remote host)."""
+
+    def __init__(self, socket_path: str) -> None:
+        import socket
+        import threading
+
+        self.socket_path = socket_path
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.threads: list[threading.Thread] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.socket(socket.AF_UNIX)
+            upstream.connect(self.socket_path)
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a: Any, b: Any) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                try:
+                    s.shutdown(2)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def test_an_engine_disk_not_visible_here_is_measured_in_a_container_of_the_build_image(
+        lk: Callable, docker_client: Any) -> None:
+    """Over TCP the engine's data root is not a path here: doctor measures it with `df` in a
+    container of the build image, which must agree with statvfs of the real data root."""
+    proxy = TcpToUnix("/var/run/docker.sock")
+    try:
+        before = {c.id for c in docker_client.containers.list(all=True)}
+        run = lk("doctor", "--json", env={"DOCKER_HOST": f"tcp://127.0.0.1:{proxy.port}",
+                                          "LKBUILD_MIN_FREE_GB": "1",
+                                          "LKBUILD_BUILD_IMAGE": "lkbuild/build:bookworm"})
+        assert run.code == 0, run.err
+        disk = by_name(run.out)["disk-engine"]
+        st = os.statvfs(docker_client.info()["DockerRootDir"])
+        assert disk["status"] == "ok" and "on another machine" in disk["detail"]
+        assert abs(disk["data"]["free"] - st.f_bavail * st.f_frsize) < 2 * 10 ** 9
+        assert {c.id for c in docker_client.containers.list(all=True)} == before
+        huge = lk("doctor", "--json", env={"DOCKER_HOST": f"tcp://127.0.0.1:{proxy.port}",
+                                           "LKBUILD_MIN_FREE_GB": "100000",
+                                           "LKBUILD_BUILD_IMAGE": "lkbuild/build:bookworm"})
+        assert huge.code != 0 and by_name(huge.out)["disk-engine"]["status"] == "fail"
+    finally:
+        proxy.close()

@@ -11,6 +11,7 @@ import pytest
 
 from recipes import resources
 from recipes.errors import UserError
+from recipes.settings import Settings
 from recipes.resources import (GiB, MEMORY_PER_JOB, MEMORY_RESERVE, Check, credential_helpers,
                                find_helper, jobs_for, memory_needed)
 
@@ -210,3 +211,43 @@ def test_the_builder_lowers_automatic_jobs_to_its_own_memory_limit(tmp_path: Pat
     assert _jobs_sh(tmp_path, 4, 1, 24000, str(GiB // 2))[0] == 1  # never below one
     assert _jobs_sh(tmp_path, 8, 1, 24000, str(2 * GiB), v2=True)[0] == 2
     assert _jobs_sh(tmp_path, 8, 1, 24000, "max", v2=True)[0] == 8
+
+
+def disk_image(tmp_path: Path, limit: int, used: int = 0) -> Path:
+    """A sparse Docker.raw: `limit` bytes long, `used` of them written."""
+    path = tmp_path / "Docker.raw"
+    with path.open("wb") as fh:
+        fh.write(b"\1" * used)
+        fh.truncate(limit)
+    return path
+
+
+def image_settings(path: Path, min_free_gb: int = 1) -> Settings:
+    return Settings(flags={"desktop_disk_image": str(path), "min_free_gb": min_free_gb})
+
+
+def test_a_docker_raw_that_can_outgrow_the_mac_disk_is_a_warning_with_a_size_to_set(
+        tmp_path: Path) -> None:
+    free = resources.free_bytes(tmp_path)
+    path = disk_image(tmp_path, free + 200 * resources.GB, used=1024 * 1024)
+    check = resources.check_disk_image(image_settings(path), None)
+    assert check is not None and check.status == "warn" and not check.blocker
+    assert check.data["allocated"] >= 1024 * 1024 and check.data["limit"] == path.stat().st_size
+    assert "Disk image size to at most" in check.fix and "input/output error" in check.fix
+
+
+def test_a_mac_disk_below_what_a_build_needs_fails_the_disk_image_check(tmp_path: Path) -> None:
+    free_gb = resources.free_bytes(tmp_path) // resources.GB
+    path = disk_image(tmp_path, 1024 * 1024)
+    check = resources.check_disk_image(image_settings(path, int(free_gb) + 10), None)
+    assert check is not None and check.status == "fail" and check.blocker
+    assert "free space on the Mac" in check.fix
+
+
+def test_a_docker_raw_that_fits_the_mac_disk_is_ok(tmp_path: Path) -> None:
+    check = resources.check_disk_image(image_settings(disk_image(tmp_path, 4096)), None)
+    assert check is not None and check.status == "ok"
+
+
+def test_no_docker_raw_and_no_docker_desktop_means_no_disk_image_line(tmp_path: Path) -> None:
+    assert resources.check_disk_image(image_settings(tmp_path / "none.raw"), None) is None
