@@ -33,7 +33,10 @@ class Build:
     tags: list[str] = field(default_factory=list)
     local_output: Path | None = None  # None: load the image into the engine
     builder: str = ""
-    no_cache: bool = False
+    # A nonce for steps that declare `ARG RERUN_NONCE`: they run again instead of being
+    # taken from the layer cache. Never `--no-cache`: BuildKit then empties every cache mount
+    # the build uses, every user's compiled objects with them.
+    rerun: str = ""
 
 
 def command(build: Build, engine_args: list[str]) -> list[str]:
@@ -50,8 +53,8 @@ def command(build: Build, engine_args: list[str]) -> list[str]:
         argv += ["--label", f"{key}={value}"]
     for tag in build.tags:
         argv += ["--tag", tag]
-    if build.no_cache:
-        argv.append("--no-cache")
+    if build.rerun:
+        argv += ["--build-arg", f"RERUN_NONCE={build.rerun}"]
     if build.local_output is not None:
         argv += ["--output", f"type=local,dest={build.local_output}"]
     else:

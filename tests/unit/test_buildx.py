@@ -18,12 +18,14 @@ def test_command_for_a_local_output_target():
 
 def test_command_loads_tagged_labelled_images_on_the_chosen_engine_and_builder():
     b = buildx.Build(context=Path("/ctx"), target="kernel", platform="linux/amd64",
-                     labels={"l": "v"}, tags=["o/k:1", "o/k:2"], builder="b1", no_cache=True)
+                     labels={"l": "v"}, tags=["o/k:1", "o/k:2"], builder="b1", rerun="42")
     argv = buildx.command(b, ["--context", "desktop-linux"])
     assert argv[:3] == ["docker", "--context", "desktop-linux"]
     assert argv[argv.index("--builder") + 1] == "b1"
     assert argv.count("--tag") == 2 and "--label" in argv and "l=v" in argv
-    assert "--no-cache" in argv and "--load" in argv and argv[-1] == "/ctx"
+    assert "RERUN_NONCE=42" in argv and "--load" in argv and argv[-1] == "/ctx"
+    # --no-cache would empty every cache mount the build uses: every user's build dirs.
+    assert "--no-cache" not in argv
 
 
 def test_builder_mappings_come_from_flags_or_the_setting_with_arch_substituted():
