@@ -24,6 +24,16 @@ TOOLCHAIN_RE = re.compile(
 )
 
 
+def first_bad_line(text: str) -> int:
+    """The number of the first line that is neither blank, a comment nor `CONFIG_X=value`
+    (0 when there is none): a config or fragment holding anything else is another file."""
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if line and not line.startswith("#") and not SET_RE.fullmatch(line):
+            return number
+    return 0
+
+
 def parse(text: str) -> dict[str, str]:
     """Symbol -> value; `# CONFIG_X is not set` reads as "n" (as Kconfig treats it)."""
     values: dict[str, str] = {}

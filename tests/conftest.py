@@ -71,7 +71,7 @@ def make_tree(root: Path, series: dict[str, dict[str, str]] | None = None) -> Pa
             "config-aarch64": "CONFIG_MODULES=y\nCONFIG_ARM64=y\n",
             "patches/0001-a.patch": "--- a\n+++ b\n",
         },
-        "6.12.x-rt": {"config-x86_64": "CONFIG_PREEMPT_RT=y\n", "patches/0001-rt.patch": "rt\n"},
+        "6.12.x-rt": {"config-x86_64": "CONFIG_PREEMPT_RT=y\n", "patches/0001-rt.patch": "--- a/rt\n+++ b/rt\n"},
         "6.6.x": {
             "build-args": "KERNEL_VERSION=6.6.60\nKERNEL_SERIES=6.6.x\nBUILD_IMAGE=b\n",
             "config-x86_64": "CONFIG_MODULES=y\n",

@@ -10,6 +10,10 @@ mkdir -p "$build" "$out/image" "$out/facts"
 exec 9>"$build.lock"
 flock 9
 /lkbuild/source.sh "$cache" "$key" "$source_key" "$src" "$patches"
+# Packaging works in the cache mount: the step's own root may be a slow overlay (FUSE on
+# some engines), so only the finished files are written there.
+pkg="$cache/pkg/$key"
+rm -rf "$pkg"; mkdir -p "$pkg"
 
 make_args="ARCH=$KARCH CROSS_COMPILE=$CROSS_COMPILE"
 [ -n "${LOCALVERSION:-}" ] && make_args="$make_args LOCALVERSION=$LOCALVERSION"
@@ -23,7 +27,7 @@ if [ -n "${RANDSTRUCT_SEED:-}" ]; then
 fi
 cd "$cache/src/$key"
 # Replace the config only when it changed, so an unchanged one does not look new to make.
-cmp -s /kconfig/final/.config "$build/.config" || cp /kconfig/final/.config "$build/.config"
+cmp -s /kconfig/out/config "$build/.config" || cp /kconfig/out/config "$build/.config"
 
 jobs=$(/lkbuild/jobs.sh "${MAKE_JOBS:-$(getconf _NPROCESSORS_ONLN)}" "${JOBS_AUTO:-0}" \
   "${JOBS_RESERVE_MB:-2048}" "${JOBS_PER_JOB_MB:-1536}")
@@ -44,8 +48,8 @@ cp "$build/.config" "$img/config"
 
 echo "lkbuild: packaging modules"
 # /kernel.tar: the modules_install tree, its build link pointing at the headers in kernel-dev.
-mods=/tmp/lkbuild-modules
-rm -rf "$mods"; mkdir -p "$mods/lib/modules/$release"
+mods="$pkg/modules"
+mkdir -p "$mods/lib/modules/$release"
 if grep -q '^CONFIG_MODULES=y' "$build/.config"; then
   make -s O="$build" $make_args INSTALL_MOD_PATH="$mods" INSTALL_MOD_STRIP=1 modules_install
 fi
@@ -59,10 +63,9 @@ tar --numeric-owner --exclude=".*" -C "$build" -cf "$img/kernel-headers.tar" usr
 echo "lkbuild: packaging kernel-dev"
 # /kernel-dev.tar: one flat tree to build modules against (make -C DIR M=...): the source's
 # Makefiles, Kconfig, include/ and scripts/, with the build's generated files and host tools.
-dev="$out/dev"
+dev="$pkg/dev"
 devsrc="usr/src/linux-headers-$release"
-rm -rf "$dev"; mkdir -p "$dev/$devsrc"
-ln -s "linux-headers-$release" "$dev/usr/src/kernel"
+mkdir -p "$dev/$devsrc"
 find . \
   \( -name 'Makefile*' -o -name 'Kconfig*' -o -name 'Kbuild*' -o -name '*.lds' \) -type f -print \
   | cpio -pdm --quiet "$dev/$devsrc"
@@ -96,4 +99,5 @@ KERNEL_RELEASE=$release
 SOURCE_SHA256=$SOURCE_SHA256
 INFO
 printf '%s\n' "$BUILD_IMAGE" > "$img/kernel-builder"
+rm -rf "$pkg"
 echo "lkbuild: built $release"

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Merge the config and fragments and run olddefconfig in separate output dirs. Writes
+# Merge the config and fragments and run olddefconfig, the input alone and with them. Writes
 # WORK/out/: config (final, with fragments), base (the input config alone through
 # olddefconfig, for the finality check), requested (the input config), fragments/ and
 # kernelrelease.
@@ -12,26 +12,30 @@ flock 9
 /lkbuild/source.sh "$cache" "$key" "$source_key" "$src" "$patches"
 make_args="ARCH=$KARCH CROSS_COMPILE=$CROSS_COMPILE"
 [ -n "${LOCALVERSION:-}" ] && make_args="$make_args LOCALVERSION=$LOCALVERSION"
-mkdir -p "$work/base" "$work/final" "$work/out/fragments"
+# Both olddefconfig runs use the key's build dir, so kconfig's own tools are compiled once
+# for the build, not once per run. kconfig leaves a .config alone when its content is the
+# same, and the compile puts the final one back in any case.
+kc="$cache/kbuild/$key"
+mkdir -p "$work/out/fragments"
 cd "$cache/src/$key"
 if [ -n "${KCONFIG_BASE:-}" ]; then
   # Start from one of the kernel's own configs (defconfig, tinyconfig, ...) instead of a file.
-  make -s O="$work/base" $make_args "$KCONFIG_BASE"
-  cp "$work/base/.config" "$cfg/config"
+  make -s O="$kc" $make_args "$KCONFIG_BASE"
+  cp "$kc/.config" "$cfg/config"
 fi
-cp "$cfg/config" "$work/base/.config"
-make -s O="$work/base" $make_args olddefconfig
-cp "$cfg/config" "$work/final/.config"
+cp "$cfg/config" "$kc/.config"
+make -s O="$kc" $make_args olddefconfig
+cp "$kc/.config" "$work/out/base"
+cp "$cfg/config" "$kc/.config"
 frags=$(find "$cfg/fragments" -maxdepth 1 -type f 2>/dev/null | sort)
 if [ -n "$frags" ]; then
-  (cd "$work/final" && "$cache/src/$key/scripts/kconfig/merge_config.sh" -m .config $frags >/dev/null)
+  (cd "$kc" && "$cache/src/$key/scripts/kconfig/merge_config.sh" -m .config $frags >/dev/null)
   cp $frags "$work/out/fragments/"
 fi
-make -s O="$work/final" $make_args olddefconfig
+make -s O="$kc" $make_args olddefconfig
 cp "$cfg/config" "$work/out/requested"
-cp "$work/base/.config" "$work/out/base"
-cp "$work/final/.config" "$work/out/config"
-make -s O="$work/final" $make_args kernelrelease > "$work/out/kernelrelease"
+cp "$kc/.config" "$work/out/config"
+make -s O="$kc" $make_args kernelrelease > "$work/out/kernelrelease"
 # Symbols whose value the toolchain decides ($(cc-option ...), $(success ...), ...): a
 # different compiler changes them without making the config less final.
 find . -path ./Documentation -prune -o -name 'Kconfig*' -type f -print | xargs awk '

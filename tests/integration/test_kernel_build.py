@@ -123,6 +123,22 @@ def test_a_one_symbol_fragment_rebuilds_a_fraction_of_the_tree(small_kernel, ker
     assert 0 < rebuilt < 0.15 * cold_count, (rebuilt, cold_count)
 
 
+def test_force_runs_the_steps_again_and_keeps_the_cache_mount(small_kernel, kernel_cache,
+                                                               kver):
+    """--force re-runs the compile without BuildKit's --no-cache, which would empty the
+    shared cache mount: every scope's unpacked sources and build dirs, other users' too."""
+    cold = small_kernel("amd64")
+    run = lkbuild(kernel_cache, "buildplainkernel", *small_args(kver, "amd64"), "--force",
+                  "--json")
+    assert run.code == 0, run.err[-3000:]
+    (forced,) = run.json()
+    assert not forced["skipped"] and forced["hash"] == cold["hash"]
+    log = Path(forced["log"]).read_text()
+    assert "lkbuild: make -j" in log, "the compile step did not run again"
+    assert "lkbuild: unpacking" not in log, "the cache mount was emptied"
+    assert compile_count(log) < 0.15 * compile_count(Path(cold["log"]).read_text())
+
+
 def test_a_non_final_config_stops_before_compiling_and_names_the_symbols(kernel_cache, kver,
                                                                        tmp_path):
     config = tmp_path / "not-final.config"
@@ -217,7 +233,7 @@ def test_bad_build_input_is_one_line_and_builds_nothing(kernel_cache, args, need
 @pytest.mark.parametrize("extra,env,needle", [
     (["--builders", "linux/amd64=no-such-context"], {}, "'no-such-context'"),
     (["--build-image", "127.0.0.1:9/missing/build:1"], {}, "inv bootstrap-image"),
-    (["--jobs", "64"], {}, "use --jobs"),
+    (["--jobs", "4096"], {}, "use --jobs"),  # more than any job model fits in memory
     ([], {"LKBUILD_MIN_FREE_GB": "100000"}, "100000 GB"),
     ([], {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}, "cannot connect to the Docker engine"),
 ])
@@ -230,22 +246,32 @@ def test_preflight_refuses_before_starting(kernel_cache, kver, extra, env, needl
 
 
 def test_kconfig_saves_a_config_that_builds_agree_is_final_and_prune_frees_its_scope(
-        kernel_cache, kver, tmp_path):
+        kernel_cache, kver, tmp_path, small_kernel):
+    small_kernel("amd64")  # the session's tree of this source, in another scope
     scope = {"LKBUILD_CACHE_ID": f"test-{SESSION}-kconfig"}
     target = tmp_path / "small.config"
-    run = lkbuild(kernel_cache, "kconfig", "--version", kver, "--arch", "amd64", "--source",
-                  "/usr/src/linux-source-6.12.tar.xz", "--base", "tinyconfig", "--fragment",
-                  str(DATA / "small-x86_64.fragment"), "--save", "--output", str(target),
-                  env=scope)
+    args = ["kconfig", "--version", kver, "--arch", "amd64", "--source",
+            "/usr/src/linux-source-6.12.tar.xz", "--base", "tinyconfig", "--fragment",
+            str(DATA / "small-x86_64.fragment"), "--save", "--output", str(target)]
+    run = lkbuild(kernel_cache, *args, env=scope)
     assert run.code == 0, run.err[-2000:]
     assert run.out.strip() == str(target)
     assert target.read_text() == (DATA / "small-x86_64.config").read_text()
+    # The scope's tree is a hard-link copy of one another scope holds, not a second unpack.
+    linked = rf"source tree \S+ linked from \S+-{re.escape(kver)}-amd64"
+    assert re.search(linked, run.err) and "unpacking" not in run.err, run.err[-2000:]
     pruned = lkbuild(kernel_cache, "prune", env=scope)
     assert pruned.code == 0, pruned.err[-2000:]
-    freed = float(re.fullmatch(r"freed (\d+\.\d+) GB\n", pruned.out).group(1))
-    assert freed > 0.5  # the unpacked source tree of that scope
+    assert re.fullmatch(r"freed (\d+\.\d+) GB\n", pruned.out), pruned.out
     again = lkbuild(kernel_cache, "prune", env=scope)
     assert again.out == "freed 0.00 GB\n"
+    # The other scopes' trees survived this scope's prune: one is linked from again (a new
+    # fragment, a comment only, makes BuildKit run the config step instead of reusing it).
+    (tmp_path / "comment.fragment").write_text("# nothing to change\n")
+    rerun = lkbuild(kernel_cache, *args, "--fragment", str(tmp_path / "comment.fragment"),
+                    env=scope)
+    assert rerun.code == 0 and re.search(linked, rerun.err), rerun.err[-2000:]
+    assert lkbuild(kernel_cache, "prune", env=scope).code == 0
 
 
 def test_kconfig_refuses_a_fragment_that_does_not_stick(kernel_cache, kver, tmp_path):

@@ -42,3 +42,12 @@ def test_summary_shortens_long_lists():
     found = [kconfig.Change(f"CONFIG_{i}", "y", None) for i in range(12)]
     text = kconfig.summary(found, limit=3)
     assert text.count("->") == 3 and text.endswith("and 9 more")
+
+
+def test_a_config_of_settings_comments_and_blank_lines_has_no_bad_line():
+    assert kconfig.first_bad_line("#\n# CONFIG_A is not set\nCONFIG_B=y\n\nCONFIG_C=\"x y\"\n") == 0
+
+
+def test_the_first_line_that_is_no_setting_is_named():
+    assert kconfig.first_bad_line("CONFIG_A=y\nremember to rebase\nCONFIG_B=y\n") == 2
+    assert kconfig.first_bad_line("CONFIG_A\n") == 1
