@@ -25,6 +25,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -44,8 +45,8 @@ def main() -> None:
     parser.add_argument("--source", default=SOURCE)
     parser.add_argument("--arch", default="amd64")
     parser.add_argument("--out", default="")
-    parser.add_argument("--link-mbit", type=int, default=1000,
-                        help="rate of the shaped link to the second build host path")
+    parser.add_argument("--link-mbit", default="1000,100",
+                        help="rates of the shaped links to the build host (comma-separated)")
     args = parser.parse_args()
     build_flags = ["--source", args.source, "--arch", args.arch]
     if args.quick:
@@ -81,30 +82,36 @@ def main() -> None:
                        env={**os.environ, "DOCKER_HOST": engine.host})
         size = saved.stat().st_size
         paths = {"loopback": measure(server, known, ref, saved)}
-        link = Link(f"lkbench-{RUN}", args.link_mbit)
-        link.start()
-        try:
-            far = SSHServer(work / "sshd-link", engine.host, netns=link.netns,
-                            address=link.there)
-            far.start()
+        rates = [int(r) for r in args.link_mbit.split(",") if r.strip()]
+        for rate in rates:
+            link = Link(f"lkbench-{RUN}", rate)
+            link.start()
             try:
-                far_known = work / "known_hosts_link"
-                far_known.write_text(far.known_hosts_line())
-                paths[f"{args.link_mbit} Mbit/s link"] = measure(far, far_known, ref, saved)
+                far = SSHServer(work / f"sshd-link-{rate}", engine.host, netns=link.netns,
+                                address=link.there)
+                far.start()
+                try:
+                    far_known = work / f"known_hosts_link_{rate}"
+                    far_known.write_text(far.known_hosts_line())
+                    paths[f"{rate} Mbit/s link"] = measure(far, far_known, ref, saved)
+                finally:
+                    far.stop()
             finally:
-                far.stop()
-        finally:
-            link.stop()
+                link.stop()
         mb = size / 1e6
         results = {
             "inputs": {**machine(), "source": args.source, "arch": args.arch,
                        "config": "small" if args.quick else "series",
-                       "image": ref, "image_mb": round(mb, 1), "link_mbit": args.link_mbit},
+                       "image": ref, "image_mb": round(mb, 1), "link_mbit": rates},
             "transfer": {
-                name: {"transfer_mb_s": round(mb / t["fetch"], 1),
-                       "openssh_cat_mb_s": round(mb / t["openssh"], 1),
-                       "channel_cat_mb_s": round(mb / t["channel"], 1),
+                name: {"transfer_s": round(t["fetch"], 2),
+                       "transfer_mb_sent": round(t["fetch_bytes"] / 1e6, 1),
+                       "every_layer_s": round(t["fetch_all"], 2),
+                       "every_layer_mb_sent": round(t["fetch_all_bytes"] / 1e6, 1),
+                       "openssh_cat_s": round(t["openssh"], 2),
+                       "channel_cat_s": round(t["channel"], 2),
                        "transfer_vs_openssh_cat": round(t["openssh"] / t["fetch"], 3),
+                       "every_layer_vs_openssh_cat": round(t["openssh"] / t["fetch_all"], 3),
                        "transfer_vs_channel_cat": round(t["channel"] / t["fetch"], 3)}
                 for name, t in paths.items()},
             "remote_build_s": round(remote_s, 1),
@@ -121,36 +128,54 @@ def main() -> None:
     path = write("remote", results, args.out)
     for name, t in results["transfer"].items():
         print(f"image transfer / raw ssh cat (OpenSSH), {name}: "
-              f"{t['transfer_vs_openssh_cat']}  (goal >= 0.8)")
+              f"{t['transfer_vs_openssh_cat']} ({t['transfer_mb_sent']} MB sent, "
+              f"{t['transfer_s']} s; goal >= 0.8); with every layer: "
+              f"{t['every_layer_vs_openssh_cat']} ({t['every_layer_s']} s); raw cat "
+              f"{t['openssh_cat_s']} s")
     print(f"remote build / local build on that engine: {results['remote_vs_local_build']}")
     print(f"written to {path}")
 
 
 def measure(server: SSHServer, known: Path, ref: str, saved: Path) -> dict[str, float]:
-    """Seconds for lkbuild's transfer of `ref` into the local engine (removed first), and for
-    a raw cat of the same bytes through OpenSSH and through the same Paramiko channel."""
+    """Seconds (and bytes over the link) for lkbuild's transfer of `ref` into the local
+    engine, removed first: as a remote build does it (the layers of the build image, which
+    this engine has, are not sent) and with every layer; then a raw cat of the whole saved
+    image through OpenSSH and through the same Paramiko channel."""
     local = enginemod.connect()
     remote = ssh.connect(server.host_spec, identity=str(server.identity), known_hosts=str(known))
+    real, seen = remote.recv_stream, [0]
+
+    def counting(cmd: str, sink: Any) -> int:
+        def count(data: bytes) -> None:
+            seen[0] += len(data)
+            sink(data)
+        return real(cmd, count)
+
+    remote.recv_stream = counting  # type: ignore[method-assign]
+    out: dict[str, float] = {}
     try:
-        found = local.image(ref)
-        if found is not None:
-            local.client.api.remove_image(found["Id"], force=True)
-        started = time.monotonic()
-        ssh.fetch_image(remote, ref, local)
-        fetch_s = time.monotonic() - started
+        for name, scratch in (("fetch", "/root/.cache/lkbuild/transfer"), ("fetch_all", "")):
+            found = local.image(ref)
+            if found is not None:
+                local.client.api.remove_image(found["Id"], force=True)
+            seen[0] = 0
+            started = time.monotonic()
+            ssh.fetch_image(remote, ref, local, scratch, [BUILD_IMAGE])
+            out[name] = time.monotonic() - started
+            out[f"{name}_bytes"] = seen[0]
         started = time.monotonic()
         subprocess.run(["ssh", "-i", str(server.identity), "-p", str(server.port), "-o",
                         f"UserKnownHostsFile={known}", "-o", "StrictHostKeyChecking=yes",
                         f"root@{server.address}", f"cat {saved}"], stdout=subprocess.DEVNULL,
                        check=True)
-        openssh_s = time.monotonic() - started
+        out["openssh"] = time.monotonic() - started
         started = time.monotonic()
-        remote.recv_stream(f"cat {saved}", lambda data: None)
-        channel_s = time.monotonic() - started
+        real(f"cat {saved}", lambda data: None)
+        out["channel"] = time.monotonic() - started
     finally:
         remote.close()
         local.close()
-    return {"fetch": fetch_s, "openssh": openssh_s, "channel": channel_s}
+    return out
 
 
 if __name__ == "__main__":

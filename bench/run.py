@@ -35,6 +35,8 @@ GOALS: tuple[tuple[str, str, tuple[str, ...], str, float], ...] = (
     ("automatic jobs / best fixed -j", "jobs", ("auto_over_best_fixed",), "<=", 1.05),
     (f"remote image transfer / raw ssh cat, {LINK}", "remote",
      ("transfer", LINK, "transfer_vs_openssh_cat"), ">=", 0.8),
+    ("remote image transfer / raw ssh cat, 100 Mbit/s link", "remote",
+     ("transfer", "100 Mbit/s link", "transfer_vs_openssh_cat"), ">=", 0.8),
     ("remote image transfer / raw ssh cat, loopback", "remote",
      ("transfer", "loopback", "transfer_vs_openssh_cat"), ">=", 0.8),
     ("buildmodule hello - bare make M= (s)", "kernel_build",

@@ -359,7 +359,10 @@ class Engine:
             return None
         except docker.errors.APIError as exc:
             if exc.status_code == 400:
-                raise UserError(f"invalid image reference {ref!r}: {exc.explanation}") from None
+                raise UserError(f"invalid image reference {ref!r}: {exc.explanation}",
+                                "give a reference like [host[:port]/]name[:tag], lowercase, "
+                                "without spaces"
+                                ) from None
             raise InfraError(f"inspecting {ref} on {self.describe()} failed: "
                              f"{' '.join(str(exc.explanation or exc).split())}") from None
         except _WRAPPED as exc:
@@ -368,6 +371,22 @@ class Engine:
 
     def image_exists(self, ref: str) -> bool:
         return self.image(ref) is not None
+
+    def shared_layers(self, layers: Sequence[str], candidates: Sequence[str]) -> int:
+        """How many leading layers of a chain (diff IDs) this engine holds, judged by the
+        candidate images it has: `docker load` skips a layer whose chain it has already."""
+        best = 0
+        for ref in dict.fromkeys(candidates):
+            try:
+                found = self.image(ref) if ref else None
+            except UserError:
+                continue
+            mine = ((found or {}).get("RootFS") or {}).get("Layers") or []
+            n = 0
+            while n < min(len(mine), len(layers)) and mine[n] == layers[n]:
+                n += 1
+            best = max(best, n)
+        return best
 
     def image_ids(self, repo: str) -> list[str]:
         """IDs of the images tagged in `repo`."""

@@ -505,7 +505,7 @@ def build(settings: Settings, request: kernel.Request, target: Target, *, fetch:
         if fetch and push_to is None:
             engine = connect(settings)
             try:
-                out.image_id = fetch_images(r, engine, groups)
+                out.image_id = fetch_images(r, engine, groups, [p.build_image])
             finally:
                 engine.close()
             out.fetched = True
@@ -602,9 +602,11 @@ def _cleanup(r: Host, build_dir: PurePosixPath) -> None:
         ui.warn(f"could not remove {build_dir} on {r.describe()}: remove it by hand")
 
 
-def fetch_images(r: Host, engine: Engine, groups: list[list[str]]) -> str:
+def fetch_images(r: Host, engine: Engine, groups: list[list[str]],
+                 bases: Sequence[str] = ()) -> str:
     """Bring each group's image (tagged with every ref of the group) back unless the local
-    engine has it already; the first group's image ID."""
+    engine has it already; the first group's image ID. Layers of `bases` (the build image)
+    that the local engine has are not sent."""
     have = r.images([g[0] for g in groups])
     first = ""
     for group in groups:
@@ -612,7 +614,8 @@ def fetch_images(r: Host, engine: Engine, groups: list[list[str]]) -> str:
         local = engine.image(group[0])
         if local is None or local["Id"] != image_id:
             ui.info(f"fetching {group[0]} from {r.describe()}")
-            image_id = ssh.fetch_image(r.conn, group[0], engine)
+            image_id = ssh.fetch_image(r.conn, group[0], engine, str(r.work / "transfer"),
+                                       bases)
         for ref in group[1:]:
             repo, tag = ref.rsplit(":", 1)
             engine.client.api.tag(image_id, repo, tag)

@@ -19,13 +19,14 @@ import shlex
 import socket
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterable, Iterator
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, Sequence
 
 import paramiko
 
-from . import resources
+from . import resources, ui
 from .engine import parse_df
 from .errors import InfraError, UserError
 
@@ -377,9 +378,8 @@ def connect(spec_text: str, *, identity: str = "", known_hosts: str = "",
     import fabric
 
     spec = parse_host(spec_text)
-    if identity and not Path(identity).expanduser().is_file():
-        raise UserError(f"identity file {identity} does not exist",
-                        "give the private key with --identity FILE")
+    if identity:
+        check_identity(Path(identity).expanduser())
     # A port that accepts TCP but never speaks SSH must time out like one that never answers.
     kwargs: dict[str, Any] = {"banner_timeout": timeout, "auth_timeout": timeout}
     if identity:
@@ -433,6 +433,27 @@ def connect(spec_text: str, *, identity: str = "", known_hosts: str = "",
     return Remote(conn, spec, port)
 
 
+def check_identity(path: Path) -> None:
+    """An --identity file must be a private key Paramiko can read (a passphrase-protected
+    one counts): anything else is refused before a connection is opened."""
+    if not path.is_file():
+        raise UserError(f"identity file {path} does not exist",
+                        "give the private key with --identity FILE")
+    hint = "give the private key (not the .pub file) with --identity FILE"
+    for kind in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
+        try:
+            kind.from_private_key_file(str(path))
+            return
+        except paramiko.PasswordRequiredException:
+            return  # the agent or a later prompt supplies the passphrase
+        except (paramiko.SSHException, ValueError, UnicodeDecodeError, IndexError,
+                TypeError):
+            continue
+        except OSError as exc:
+            raise UserError(f"cannot read identity file {path}: {exc.strerror}", hint) from None
+    raise UserError(f"identity file {path} is not a private key", hint)
+
+
 def _abandon(conn: Any) -> None:
     """Close a connection that failed to open: Fabric's close() skips one that never became
     connected, which would leave its socket (and the server's session) open."""
@@ -479,17 +500,93 @@ def preflight(remote: Remote, work: str = "$HOME/.cache/lkbuild") -> RemoteFacts
 
 
 def image_id(remote: Remote, ref: str) -> str | None:
-    code, text = remote.run(f"docker image inspect --format '{{{{.Id}}}}' {shlex.quote(ref)}",
+    found = inspect_image(remote, ref)
+    return str(found["Id"]) if found else None
+
+
+def inspect_image(remote: Remote, ref: str) -> dict[str, Any] | None:
+    """The remote engine's inspect of ref (ID and layer diff IDs), or None without it."""
+    code, text = remote.run(f"docker image inspect --format '{{{{json .}}}}' {shlex.quote(ref)}",
                             check=False, timeout=60)
     last = text.strip().splitlines()[-1] if text.strip() else ""
-    return last if code == 0 and last.startswith("sha256:") else None
+    if code != 0 or not last.startswith("{"):
+        return None
+    try:
+        found = json.loads(last)
+    except ValueError:
+        return None
+    return found if str(found.get("Id", "")).startswith("sha256:") else None
 
 
-def fetch_image(remote: Remote, ref: str, engine: Any) -> str:
-    """`docker save` on the remote, streamed into the local engine's load; checked by ID."""
-    expected = image_id(remote, ref)
-    if expected is None:
+def layers_to_drop(manifest: list[dict[str, Any]], have: int) -> list[str]:
+    """The layer files of a `docker save` (its manifest.json) that a receiver holding the
+    first `have` layers of the chain needs no copy of; a file a later layer shares stays."""
+    paths = [str(p) for p in (manifest[0].get("Layers") or [])] if manifest else []
+    needed = set(paths[have:])
+    return list(dict.fromkeys(p for p in paths[:have] if p not in needed))
+
+
+def fetch_image(remote: Remote, ref: str, engine: Any, scratch: str = "",
+                bases: Sequence[str] = ()) -> str:
+    """`docker save` on the remote, streamed into the local engine's load; checked by ID.
+
+    The layers the local engine already holds (usually the build image under a -builder
+    image: most of its bytes) are left out of the stream when the host has GNU tar and a
+    `scratch` dir for the saved file; `docker load` takes them from the local layer store.
+    A load that refuses the shortened stream is retried with every layer.
+    """
+    found = inspect_image(remote, ref)
+    if found is None:
         raise InfraError(f"{ref} is not on {remote.spec}")
+    expected = str(found["Id"])
+    layers = [str(x) for x in (found.get("RootFS") or {}).get("Layers") or []]
+    have = engine.shared_layers(layers, [*bases, *engine.image_ids(ref.rsplit(":", 1)[0])]) \
+        if scratch and layers else 0
+    if have:
+        try:
+            got = _fetch_without(remote, ref, engine, expected, have, scratch)
+            if got:
+                return got
+        except _Refused as exc:
+            ui.info(f"the local engine would not take {ref} without its first {have} layers "
+                    f"({exc.message}): sending every layer")
+    return _load(remote, f"docker save {shlex.quote(ref)}", ref, engine, expected)
+
+
+def _fetch_without(remote: Remote, ref: str, engine: Any, expected: str, have: int,
+                   scratch: str) -> str:
+    """Save on the host into a scratch dir, then stream it without the first `have` layers
+    (GNU tar --delete); "" when the host's tar cannot do that."""
+    code, version = remote.run("tar --version 2>/dev/null | head -n 1", check=False,
+                               timeout=60)
+    if "GNU tar" not in version:
+        return ""
+    where = f"{scratch.rstrip('/')}/{uuid.uuid4().hex[:12]}"
+    q = shlex.quote(where)
+    try:
+        code, text = remote.run(f"mkdir -p {q} && docker save -o {q}/image.tar "
+                                f"{shlex.quote(ref)} && tar -xOf {q}/image.tar manifest.json",
+                                check=False, timeout=3600)
+        try:
+            manifest = json.loads(text.strip().splitlines()[-1]) if code == 0 else None
+        except (ValueError, IndexError):
+            manifest = None
+        if not isinstance(manifest, list) or not manifest:
+            raise InfraError(f"docker save of {ref} failed on {remote.spec}: "
+                             f"{' '.join(text.split())[-200:]}", "nothing was kept")
+        drop = layers_to_drop(manifest, have)
+        names = " ".join(shlex.quote(d) for d in drop)
+        cmd = f"tar --delete -f - {names} < {q}/image.tar" if drop else f"cat {q}/image.tar"
+        ui.info(f"fetching {ref} from {remote.spec} without the {have} layers this engine "
+                "has")
+        return _load(remote, cmd, ref, engine, expected, refused=_Refused)
+    finally:
+        remote.run(f"rm -rf {q}", check=False, timeout=60)
+
+
+def _load(remote: Remote, cmd: str, ref: str, engine: Any, expected: str,
+          refused: type[InfraError] = InfraError) -> str:
+    """Stream cmd's stdout (an image archive) into the local engine's load; check the ID."""
     failure: list[BaseException] = []
 
     def chunks() -> Iterable[bytes]:
@@ -512,7 +609,7 @@ def fetch_image(remote: Remote, ref: str, engine: Any) -> str:
 
         def pump() -> None:
             try:
-                remote.recv_stream(f"docker save {shlex.quote(ref)}", sink)
+                remote.recv_stream(cmd, sink)
             except BaseException as exc:  # handed to the consumer below
                 failure.append(exc)
             finally:
@@ -549,9 +646,9 @@ def fetch_image(remote: Remote, ref: str, engine: Any) -> str:
     try:
         for reply in engine.client.api.load_image(chunks(), quiet=True):
             if isinstance(reply, dict) and reply.get("error"):  # the engine's own refusal
-                raise InfraError(f"the local engine refused {ref} from {remote.spec}: "
-                                 f"{' '.join(str(reply['error']).split())[:200]}",
-                                 "nothing was kept")
+                raise refused(f"the local engine refused {ref} from {remote.spec}: "
+                              f"{' '.join(str(reply['error']).split())[:200]}",
+                              "nothing was kept")
     except BaseException as exc:
         _forget(engine, ref, existed)
         real = [f for f in failure if not isinstance(f, _Abandoned)]
@@ -570,6 +667,10 @@ def fetch_image(remote: Remote, ref: str, engine: Any) -> str:
         raise InfraError(f"{ref} arrived as {got['Id'] if got else 'nothing'}, expected "
                          f"{expected}", "nothing was kept; run the command again")
     return expected
+
+
+class _Refused(InfraError):
+    """The local engine refused a stream without the layers it was thought to hold."""
 
 
 class _Abandoned(InfraError):

@@ -339,6 +339,43 @@ def test_a_connection_cut_mid_transfer_is_one_error_and_loads_nothing(
         docker_client.api.inspect_image(ref)
 
 
+def test_the_layers_this_engine_has_are_not_sent_again(kver, known_hosts, remote, ssh_server,
+                                                     docker_client, capsys):
+    """The -builder image is the build image (here already) plus the kernel-dev layer: only
+    that layer crosses, through a saved file on the host that is removed afterwards."""
+    from recipes import engine as enginemod
+    from recipes import ssh
+
+    ref = f"{REMOTE_ORG}/kernel:{kver}-builder-amd64"  # built there by the tests above
+    expected = remote_id(remote, ref)
+    assert expected is not None and docker_client.images.get(BUILD_IMAGE)
+    size = int(remote.docker("image", "inspect", "--format", "{{.Size}}", ref).stdout)
+    with contextlib.suppress(docker.errors.ImageNotFound):
+        docker_client.api.remove_image(ref, force=True)
+    conn = ssh.connect(ssh_server.host_spec, identity=str(ssh_server.identity),
+                       known_hosts=str(known_hosts))
+    engine = enginemod.connect()
+    real, seen = conn.recv_stream, [0]
+
+    def counting(cmd, sink):
+        def count(data: bytes) -> None:
+            seen[0] += len(data)
+            sink(data)
+        return real(cmd, count)
+
+    conn.recv_stream = counting
+    scratch = REMOTE_HOME / ".cache" / "lkbuild" / "transfer"
+    try:
+        got = ssh.fetch_image(conn, ref, engine, str(scratch), [BUILD_IMAGE])
+    finally:
+        conn.close()
+        engine.close()
+    assert got == expected == docker_client.api.inspect_image(ref)["Id"]
+    assert "without the" in capsys.readouterr().err
+    assert 0 < seen[0] < 0.3 * size, (seen[0], size)
+    assert not scratch.exists() or list(scratch.iterdir()) == [], "the saved file was left"
+
+
 @pytest.fixture(scope="module")
 def push_site(tmp_path_factory, remote: DockerEngine) -> Iterator[tuple[SSHServer, Registry]]:
     """An sshd and a registry inside the remote engine's network namespace: the host's engine

@@ -179,3 +179,38 @@ def test_a_pinned_url_source_is_located_without_any_download(tmp_path):
     assert sources.locate(s, "6.12.54", str(tmp_path / "local.tar.xz")) is None
     with pytest.raises(UserError):
         sources.locate(s, "6.12.54", "ftp://example.invalid/x.tar.xz")
+
+
+def test_a_receiver_holding_the_base_layers_gets_only_the_rest() -> None:
+    manifest = [{"Config": "c.json", "Layers": ["a/layer.tar", "b/layer.tar", "c/layer.tar"]}]
+    assert ssh.layers_to_drop(manifest, 2) == ["a/layer.tar", "b/layer.tar"]
+    assert ssh.layers_to_drop(manifest, 0) == []
+    assert ssh.layers_to_drop([], 2) == []
+
+
+def test_a_layer_file_a_later_layer_shares_is_kept() -> None:
+    """OCI archives name layers by digest: two equal layers share one file."""
+    manifest = [{"Layers": ["blobs/sha256/x", "blobs/sha256/y", "blobs/sha256/x"]}]
+    assert ssh.layers_to_drop(manifest, 2) == ["blobs/sha256/y"]
+
+
+class Images:
+    """The one engine call shared_layers makes, answered from a table."""
+
+    def __init__(self, table: dict) -> None:
+        self.table = table
+
+    def image(self, ref: str) -> dict | None:
+        return self.table.get(ref)
+
+
+def test_the_longest_chain_prefix_any_candidate_holds_is_what_the_engine_has() -> None:
+    from recipes.engine import Engine
+
+    images = Images({"base": {"RootFS": {"Layers": ["l1", "l2"]}},
+                     "other": {"RootFS": {"Layers": ["l1", "x", "l3"]}},
+                     "empty": {}})
+    count = Engine.shared_layers
+    assert count(images, ["l1", "l2", "l3"], ["base", "other", "empty", "missing"]) == 2
+    assert count(images, ["l9"], ["base"]) == 0
+    assert count(images, ["l1", "l2"], []) == 0
