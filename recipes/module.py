@@ -23,7 +23,7 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from . import buildx, context, kconfig, kernel, modrecipe, sources, ui
 from .arch import Arch, host, resolve
-from .diagnose import diagnose_file
+from .diagnose import diagnose_file, error_lines, step_error
 from .engine import Engine
 from .errors import BuildError, UserError, VerifyError
 from .modrecipe import Module
@@ -36,7 +36,6 @@ LABEL = "org.lkbuild.module"
 HASH_LEN = 12
 HASH_SCHEMA = "lkbuild-module-inputs v1"
 TAG_BAD = re.compile(r"[^A-Za-z0-9_.-]")
-ERROR_LINE = re.compile(r"(error:|Error \d+|undefined!|No rule to make target|not found)")
 
 
 # --- pure parts: tags, vermagic, load order, facts -------------------------------------------
@@ -203,21 +202,6 @@ def builder_candidates(ref: str, labels: Mapping[str, str], arch: Arch,
     add(builder_file)
     add(labels.get(f"{kernel.LABEL}.build-image", ""))
     return out
-
-
-def error_lines(log: Path, limit: int = 8) -> list[str]:
-    """The compiler's own error lines from a build log, without BuildKit's step prefixes."""
-    try:
-        text = log.read_text(errors="replace")
-    except OSError:
-        return []
-    out = []
-    for line in text.splitlines():
-        line = re.sub(r"^(#\d+ )?\d+\.\d+ ", "", line).rstrip()
-        if ERROR_LINE.search(line) and not line.startswith(("ERROR: process", "------")) \
-                and line not in out:
-            out.append(line)
-    return out[:limit]
 
 
 # --- sources ---------------------------------------------------------------------------------
@@ -533,12 +517,7 @@ def _run(engine: Engine, b: buildx.Build, log: Path, what: str) -> None:
     if found is not None and found.name == "compile":
         for line in error_lines(log):
             ui.info(f"  {line}")
-    if found is not None:
-        raise (UserError if found.user else BuildError)(
-            f"{what} failed: {found.cause}", f"{found.fix}; log: {log}")
-    lines = error_lines(log, 3)
-    detail = f": {lines[-1]}" if lines else f" (buildx exit {code})"
-    raise BuildError(f"{what} failed{detail}", f"see the log: {log}")
+    raise step_error(code, log, what)
 
 
 def _facts(directory: Path) -> dict[str, str]:
@@ -761,7 +740,7 @@ def build(settings: Settings, request: Request,
 
         out = Path(tmp) / "built"
         step(f"compiling {module.name}", target="built", local_output=out,
-             no_cache=request.force)
+             rerun=str(time.time_ns()) if request.force else "")
         built = parse_module_facts((out / "facts" / "modules").read_text())
         check_built(module, built, out / "root" / "lib" / "modules" / release, arch,
                     kernel_vermagic, log)
