@@ -242,6 +242,22 @@ BUILD_ITERABLE = ["arch", "fragment", "builders", "build_arg"]
 BASE_CONFIG_RE = re.compile(r"[a-z0-9_]*config")
 
 
+def check_jobs(jobs: int) -> int:
+    """--jobs: 0 (from the builder's cpus and memory) or a positive number of make jobs."""
+    if jobs < 0:
+        raise UserError(f"--jobs must be 0 or more, got {jobs}",
+                        "leave it out to size make jobs from the builder's cpus and memory, "
+                        "or give a number such as --jobs 4")
+    return jobs
+
+
+def check_builders(s: Settings, flags: list[str]) -> None:
+    """--builders (or the setting) well-formed before any source is read or engine asked."""
+    from . import buildx
+
+    buildx.parse_builders(list(flags) or list(s.builders))
+
+
 def build_args_of(pairs: list[str]) -> dict[str, str]:
     """--build-arg KEY=VALUE flags, checked like build-args file lines."""
     out = {}
@@ -259,7 +275,9 @@ def _build(kind: str, version: str, arch: list[str], kernel_dir: str, source: st
            build_arg: list[str], profile: str = "", allow_mismatch: bool = False) -> None:
     from . import kernel
 
+    check_jobs(jobs)
     s = settings(kernel_dir=kernel_dir, builders=builders)
+    check_builders(s, builders)
     target = None
     if profile:
         target, version, config = profile_flags(s, profile, version, arch, config)
@@ -386,7 +404,11 @@ def kconfig(c: Context, version: str = "", arch: str = "", kernel_dir: str = "",
                         "use a kernel config target such as defconfig or tinyconfig")
     if output and not save:
         raise UserError("--output needs --save", "add --save to write the result")
+    if menuconfig and not (os.isatty(0) and os.isatty(1)):
+        raise UserError("--menuconfig needs an interactive terminal",
+                        "run it from a terminal, or use --fragment/--olddefconfig")
     s = settings(kernel_dir=kernel_dir, builders=builders or [])
+    check_builders(s, builders or [])
     version = version_of(version, source, s)
     a = archmod.resolve(arch) if arch else archmod.host()
     request = kernel.Request(version=version, arch=a, variant=variant,
@@ -466,7 +488,9 @@ def buildmodule(c: Context, kernel: str = "", arch: str = "", module: str = "",
     from . import matrix as matrixmod
     from . import module as modulemod
 
+    check_jobs(jobs)
     s = settings(kernel_dir=kernel_dir, builders=builders or [])
+    check_builders(s, builders or [])
     target = None
     if profile:
         if matrix:
@@ -534,9 +558,11 @@ def vmtest(c: Context, kernel: str = "", arch: str = "", module: str = "",
     from .errors import BuildError
 
     if timeout <= 0:
-        raise UserError(f"--timeout must be positive, got {timeout}")
+        raise UserError(f"--timeout must be positive, got {timeout}",
+                        "give the seconds the VM may run, e.g. --timeout 120")
     if memory < 0 or 0 < memory < 64:
-        raise UserError(f"--memory must be at least 64 (MB), got {memory}")
+        raise UserError(f"--memory must be at least 64 (MB), got {memory}",
+                        "give the VM's memory in MB, e.g. --memory 512, or leave it out")
     s = settings(kernel_dir=kernel_dir)
     if not kernel:
         kernel = version_of("", source, s)
@@ -617,8 +643,10 @@ def remote_build(c: Context, host: list[str] | None = None, version: list[str] |
 
     if not host:
         raise UserError("--host is required", "e.g. --host me@server or --host server:2222")
+    check_jobs(jobs)
     if connect_timeout <= 0:
-        raise UserError(f"--connect-timeout must be positive, got {connect_timeout}")
+        raise UserError(f"--connect-timeout must be positive, got {connect_timeout}",
+                        "give the seconds to wait for SSH, e.g. --connect-timeout 15")
     for h in host:
         ssh.parse_host(h)
     if force_push and not push:
@@ -784,9 +812,46 @@ ns = Collection(config, list_, add_kernel, fetch, doctor, bootstrap_image, build
 ns.configure({"run": {"echo": False}})
 
 
+USAGE_HINT = "`lkbuild --list` lists the tasks, `lkbuild -h TASK` a task's flags"
+
+
+def usage_error(argv: list[str], exc: Exception) -> Exit:
+    """A command line Invoke could not parse, as lkbuild's one error line (exit 2).
+
+    Invoke casts flag values while it parses (`--jobs abc` fails in int()) and reports that
+    with a traceback; the value is found again in argv to name the flag it was given to.
+    """
+    text = " ".join(str(exc).split())
+    if isinstance(exc, ValueError):
+        found = re.search(r"invalid literal for int\(\) with base 10: (.*)$", text)
+        value = found.group(1).strip("'\"") if found else ""
+        flag = next((a.split("=", 1)[0] for a in argv if a.startswith("-")
+                     and a.endswith(f"={value}")), "")
+        if not flag:
+            flag = next((prev for prev, arg in zip(argv, argv[1:])
+                         if arg == value and prev.startswith("-")), "a flag")
+        return Exit(f"lkbuild: error: {flag} takes a whole number, got {value!r} "
+                    f"(give digits only after {flag}; {USAGE_HINT})", 2)
+    text = re.sub(r"Flag <Argument: ([\w-]+)[^>]*>",
+                  lambda m: "flag --" + m.group(1).replace("_", "-"), text)
+    return Exit(f"lkbuild: error: {text} ({USAGE_HINT})", 2)
+
+
+class LkbuildProgram(Program):
+    """Invoke's Program with its parse errors in lkbuild's one-line form."""
+
+    def parse_tasks(self) -> None:
+        from invoke.exceptions import ParseError
+
+        try:
+            super().parse_tasks()
+        except (ParseError, ValueError) as exc:
+            raise usage_error(list(self.core.unparsed), exc) from None
+
+
 def main() -> None:
     """Console script `lkbuild`: the same namespace, usable outside the checkout."""
-    Program(namespace=ns, name="lkbuild", binary="lkbuild", version=_version()).run()
+    LkbuildProgram(namespace=ns, name="lkbuild", binary="lkbuild", version=_version()).run()
 
 
 def _version() -> str:

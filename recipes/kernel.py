@@ -22,7 +22,7 @@ from typing import Any, Iterator, Protocol
 
 from . import atomic, buildx, context, kconfig, resources, sources, ui
 from .arch import Arch, resolve
-from .diagnose import diagnose_file
+from .diagnose import step_error
 from .engine import Engine, connect
 from .errors import BuildError, InfraError, UserError
 from .series import BuildInputs, KernelTree, parse_version
@@ -142,15 +142,44 @@ class Result:
                 "skipped": self.skipped, "log": self.log}
 
 
-def _check_file(path: Path, what: str) -> Path:
+def _check_file(path: Path, what: str, flag: str) -> Path:
+    """A config or fragment: a readable file of Kconfig lines, refused before anything runs."""
     path = Path(path).expanduser().resolve()
+    hint = f"check the {flag} path"
+    if path.is_dir():
+        raise UserError(f"{what} {path} is a directory, not a file", hint)
     if not path.is_file():
-        raise UserError(f"{what} {path} does not exist")
+        raise UserError(f"{what} {path} does not exist", hint)
     try:
-        path.read_bytes()
+        text = path.read_bytes().decode()
     except OSError as exc:
-        raise UserError(f"cannot read {what} {path}: {exc.strerror}") from None
+        raise UserError(f"cannot read {what} {path}: {exc.strerror}", hint) from None
+    except UnicodeDecodeError:
+        raise UserError(f"{what} {path} is not a text file", "give a kernel config (lines "
+                        "CONFIG_X=y and # CONFIG_X is not set)") from None
+    bad = kconfig.first_bad_line(text)
+    if bad:
+        raise UserError(f"{what} {path} line {bad} is not a config line: "
+                        f"{text.splitlines()[bad - 1].strip()[:60]!r}",
+                        "a kernel config holds only CONFIG_X=value lines and # comments")
     return path
+
+
+def _check_patches(patches: list[Path]) -> None:
+    """Every patch must look like a diff before the source is touched: patch(1) would take
+    a file of anything else as a patch that changes nothing, or fail deep in the build."""
+    for patch in patches:
+        try:
+            text = patch.read_bytes().decode(errors="replace")
+        except OSError as exc:
+            raise UserError(f"cannot read patch {patch}: {exc.strerror}") from None
+        lines = text.splitlines()
+        if not any(ln.startswith("diff ") for ln in lines) and not (
+                any(ln.startswith("--- ") for ln in lines)
+                and any(ln.startswith("+++ ") for ln in lines)):
+            raise UserError(f"patch {patch} is not a diff (no '---'/'+++' file lines)",
+                            "make it with `git format-patch` or `diff -u`, or remove it from "
+                            "the series' patches/")
 
 
 def debug_fragment(tree: KernelTree) -> Path:
@@ -167,10 +196,12 @@ def plan(settings: Settings, request: Request, need_config: bool = True,
     tree = KernelTree(settings.kernel_dir)
     series = tree.for_version(request.version)
     series.dirs(request.variant)
-    config = _check_file(request.config, "config file") if request.config else None
+    config = _check_file(request.config, "config file", "--config") if request.config \
+        else None
     if config is None and need_config:
         series.config(request.arch)
-    fragments = tuple(_check_file(f, "fragment") for f in request.fragments)
+    fragments = tuple(_check_file(f, "fragment", "--fragment") for f in request.fragments)
+    _check_patches(series.patches(request.variant))
     if request.debug:
         fragments = (debug_fragment(tree),) + fragments
     source = source or sources.fetch(settings, request.version, request.source)
@@ -354,10 +385,7 @@ def check_exit(code: int, log: Path, what: str) -> None:
     """A failed step becomes one line: the diagnosed cause and fix, or the exit code and log."""
     if code == 0:
         return
-    found = diagnose_file(log)
-    if found is not None:
-        raise BuildError(f"{what} failed: {found.cause}", f"{found.fix}; log: {log}")
-    raise BuildError(f"{what} failed (buildx exit {code})", f"see the log: {log}")
+    raise step_error(code, log, what)
 
 
 def toolchain_symbols(out: Path) -> frozenset[str]:
@@ -459,7 +487,7 @@ def make_images(s: Steps, p: Plan, build_platform: str) -> dict[str, str]:
             check_config(p, out)
         facts_dir = Path(tmp) / "facts"
         s.run("compiling the kernel", target="facts", local_output=facts_dir,
-              no_cache=request.force)
+              rerun=str(time.time_ns()) if request.force else "")
         facts = {f.name: f.read_text().strip() for f in facts_dir.iterdir()}
     if request.profile is not None:
         from . import desktop
@@ -625,8 +653,8 @@ def prune(settings: Settings, build_image: str = "") -> int:
         arch = resolve(str(engine.info().get("Architecture") or "x86_64"))
         b = buildx.Build(context=ctx, target="prune", platform=arch.platform, local_output=out,
                          builder=settings.builder_name,
-                         args={"BUILD_IMAGE": image, "PRUNE_SCOPE": scope,
-                               "PRUNE_NONCE": str(time.time_ns())})
+                         args={"BUILD_IMAGE": image, "PRUNE_SCOPE": scope},
+                         rerun=str(time.time_ns()))
         log = Path(settings.cache_dir) / "logs" / f"prune-{datetime.now():%Y%m%d-%H%M%S}.log"
         code = buildx.run(buildx.command(b, engine.cli_args()), engine.cli_env(), log,
                           echo=False)

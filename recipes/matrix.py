@@ -71,11 +71,18 @@ def parse(text: str, where: str = "the matrix") -> list[Row]:
     return rows
 
 
+MATRIX_HINT = ("give a versions file with one KERNEL ARCH MODULE [VERSION] row per line, "
+               "e.g. 6.12.54 arm64 zfs")
+
+
 def read(path: Path) -> list[Row]:
     try:
         text = Path(path).read_text()
     except OSError as exc:
-        raise UserError(f"cannot read matrix file {path}: {exc.strerror}") from None
+        raise UserError(f"cannot read matrix file {path}: {exc.strerror}", MATRIX_HINT) from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"matrix file {path} is not text (byte {exc.start} is not UTF-8)",
+                        MATRIX_HINT) from None
     return parse(text, f"matrix file {path}")
 
 

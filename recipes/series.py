@@ -57,7 +57,12 @@ def parse_build_args(path: Path) -> dict[str, str]:
     try:
         lines = path.read_text().splitlines()
     except OSError as exc:
-        raise UserError(f"cannot read {path}: {exc.strerror}") from None
+        raise UserError(f"cannot read {path}: {exc.strerror}",
+                        "check the file and its permissions") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path} is not text (byte {exc.start} is not UTF-8)",
+                        "a build-args file holds KEY=VALUE lines, e.g. KERNEL_SERIES=6.12.x") \
+            from None
     args: dict[str, str] = {}
     for number, line in enumerate(lines, 1):
         text = line.strip()
@@ -66,7 +71,9 @@ def parse_build_args(path: Path) -> dict[str, str]:
         key, sep, value = text.partition("=")
         key = key.strip()
         if not sep or not ARG_KEY_RE.fullmatch(key):
-            raise UserError(f"{path} line {number}: expected KEY=VALUE, got {text!r}")
+            raise UserError(f"{path} line {number}: expected KEY=VALUE, got {text!r}",
+                            "write one KEY=VALUE per line (# starts a comment), "
+                            "e.g. KERNEL_SERIES=6.12.x")
         args[key] = value.strip()
     return args
 
@@ -144,7 +151,8 @@ class KernelTree:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         if not self.path.is_dir():
-            raise UserError(f"kernel dir {self.path} does not exist",
+            what = "is not a directory" if self.path.exists() else "does not exist"
+            raise UserError(f"kernel dir {self.path} {what}",
                             "point --kernel-dir or LKBUILD_KERNEL_DIR at a tree with <series>/build-args")
         self.series: dict[str, Series] = {}
         variants: dict[str, dict[str, Path]] = {}
@@ -164,9 +172,13 @@ class KernelTree:
                 raise UserError(f"{args_file} has no KERNEL_VERSION",
                                 f"add a line KERNEL_VERSION=<full version in {child.name}>")
             version = args["KERNEL_VERSION"]
-            parse_version(version)
+            fix = f"set it to a full version of {base}, e.g. KERNEL_VERSION={base[:-1]}1"
+            if not VERSION_RE.fullmatch(version):
+                raise UserError(f"{args_file}: KERNEL_VERSION={version} is not a full kernel "
+                                "version", fix)
             if series_of(version) != base:
-                raise UserError(f"{args_file}: KERNEL_VERSION={version} is not in series {base}")
+                raise UserError(f"{args_file}: KERNEL_VERSION={version} is not in series {base}",
+                                fix)
             self.series[base] = Series(base, child, args)
         for base, found in variants.items():
             if base in self.series:

@@ -107,18 +107,39 @@ def _unknown(key: str, where: str) -> UserError:
     return UserError(f"unknown setting {key!r} in {where}", hint)
 
 
+def _spelled(setting: Setting, where: str, value: Any) -> str:
+    """How the user writes `value` for this setting in the place `where` names."""
+    if where.startswith("environment variable"):
+        return f"{setting.env}={value}"
+    if where.startswith("flag"):
+        return f"--{setting.name.replace('_', '-')} {value}"
+    return f"{setting.name}: {value}"
+
+
+def _example(setting: Setting) -> Any:
+    if setting.kind == "int":
+        default = setting.default()
+        return default if default else 4
+    if setting.kind == "list":
+        return "linux/arm64=desktop-linux"
+    return setting.default() or "VALUE"
+
+
 def convert(setting: Setting, raw: Any, where: str, base: Path | None = None) -> Any:
     """Turn a raw value (flag, env string, YAML scalar) into the setting's type."""
+    fix = f"e.g. {_spelled(setting, where, _example(setting))}"
     if setting.kind == "int":
         if isinstance(raw, bool):
-            raise UserError(f"setting {setting.name} in {where} must be an integer, got {raw!r}")
+            raise UserError(f"setting {setting.name} in {where} must be an integer, got {raw!r}",
+                            fix)
         try:
             value = int(str(raw).strip())
         except ValueError:
             raise UserError(
-                f"setting {setting.name} in {where} must be an integer, got {raw!r}") from None
+                f"setting {setting.name} in {where} must be an integer, got {raw!r}",
+                fix) from None
         if value < 0:
-            raise UserError(f"setting {setting.name} in {where} must be >= 0, got {value}")
+            raise UserError(f"setting {setting.name} in {where} must be >= 0, got {value}", fix)
         return value
     if setting.kind == "list":
         if isinstance(raw, (list, tuple)):
@@ -127,10 +148,12 @@ def convert(setting: Setting, raw: Any, where: str, base: Path | None = None) ->
             items = [x.strip() for x in raw.split(",")]
         else:
             raise UserError(
-                f"setting {setting.name} in {where} must be a list or a comma-separated string")
+                f"setting {setting.name} in {where} must be a list or a comma-separated "
+                f"string, got {raw!r}", fix)
         return [x for x in items if x]
     if isinstance(raw, (dict, list)):
-        raise UserError(f"setting {setting.name} in {where} must be a single value, got {raw!r}")
+        raise UserError(f"setting {setting.name} in {where} must be a single value, got {raw!r}",
+                        fix)
     text = "" if raw is None else str(raw)
     if setting.kind == "path":
         if not text:
@@ -156,14 +179,19 @@ def read_yaml(path: Path, what: str) -> Any:
     try:
         text = path.read_text()
     except OSError as exc:
-        raise UserError(f"cannot read {what} {path}: {exc.strerror}") from None
+        raise UserError(f"cannot read {what} {path}: {exc.strerror}",
+                        "check the path and its permissions") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{what} {path} is not text (byte {exc.start} is not UTF-8)",
+                        "give a YAML file") from None
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise UserError(f"bad YAML in {what} {path}{line}: {problem}") from None
+        raise UserError(f"bad YAML in {what} {path}{line}: {problem}",
+                        f"correct the YAML syntax{' at that line' if line else ''}") from None
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -172,7 +200,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise UserError(f"config file {path} must be a mapping of setting: value")
+        raise UserError(f"config file {path} must be a mapping of setting: value",
+                        "write one `setting: value` line per setting, e.g. org: myorg")
     out: dict[str, Any] = {}
     for key, raw in data.items():
         name = str(key).replace("-", "_")
@@ -195,6 +224,9 @@ class Settings:
         self._values: dict[str, Value] = {}
         layers: list[tuple[str, dict[str, Any]]] = []
         for path in reversed(files if files is not None else config_files(env)):
+            if path.exists() and not path.is_file():
+                raise UserError(f"config file {path} is not a file",
+                                f"point {ENV_PREFIX}CONFIG at a YAML file, or unset it")
             if path.is_file():
                 layers.append((f"file {path}", read_config_file(path)))
         known_env = {s.env for s in SETTINGS} | {ENV_PREFIX + "CONFIG", ENV_PREFIX + "DEBUG"}
