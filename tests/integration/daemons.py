@@ -17,7 +17,7 @@ import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping
 
 import bcrypt
 import pytest
@@ -148,11 +148,14 @@ class DockerEngine:
 
     def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        log = (self.root / "dockerd.log").open("ab")
         (self.root / "daemon.json").write_text("{}\n")  # not the host engine's settings
         # Its own network namespace: its bridge and iptables rules cannot meet the host's.
         subprocess.run(["ip", "netns", "add", self.netns], check=True)
         subprocess.run(["ip", "-n", self.netns, "link", "set", "lo", "up"], check=True)
+        self._launch()
+
+    def _launch(self) -> None:
+        log = (self.root / "dockerd.log").open("ab")
         self.proc = subprocess.Popen(
             ["nsenter", f"--net=/run/netns/{self.netns}", "dockerd",
              "--config-file", str(self.root / "daemon.json"), "--data-root", str(self.data_root),
@@ -179,13 +182,27 @@ class DockerEngine:
         stop_pid(self.proc, 60)
         subprocess.run(["ip", "netns", "delete", self.netns], capture_output=True)
 
+    def down(self, sig: int = signal.SIGTERM, timeout: float = 120) -> int:
+        """The engine goes down by a signal to its dockerd's pid, as `systemctl stop docker`
+        (SIGTERM) would take it down; its data root, socket dir and namespace stay, so `up`
+        brings the same engine back. dockerd's exit code."""
+        assert self.proc is not None and self.proc.poll() is None, "the engine is not running"
+        os.kill(self.proc.pid, sig)
+        return self.proc.wait(timeout)
+
+    def up(self) -> None:
+        """Start the engine `down` stopped again, on the same data root, socket and namespace."""
+        assert self.proc is not None and self.proc.poll() is not None, "the engine is running"
+        self._launch()
+
 
 class SSHServer:
     """sshd on a loopback port with a throwaway host key, one authorized user key, and
     DOCKER_HOST set for every login (through authorized_keys' environment=)."""
 
     def __init__(self, root: Path, docker_host: str, user_key: Path | None = None,
-                 netns: str = "", address: str = "127.0.0.1") -> None:
+                 netns: str = "", address: str = "127.0.0.1",
+                 env: Mapping[str, str] | None = None) -> None:
         self.root = root
         self.netns = netns
         self.address = address
@@ -200,7 +217,11 @@ class SSHServer:
             for suffix in ("", ".pub"):
                 shutil.copy(f"{user_key}{suffix}", root / f"user_key{suffix}")
         pub = (root / "user_key.pub").read_text().strip()
-        (root / "authorized_keys").write_text(f'environment="DOCKER_HOST={docker_host}" {pub}\n')
+        # `env` adds to every login's environment (HOME=DIR gives the logins a home of their
+        # own, so what lkbuild leaves in its work dir there is the test's to inspect).
+        extra = "".join(f'environment="{k}={v}",' for k, v in (env or {}).items())
+        (root / "authorized_keys").write_text(
+            f'{extra}environment="DOCKER_HOST={docker_host}" {pub}\n')
         (root / "sshd_config").write_text("\n".join([
             f"Port {self.port}", f"ListenAddress {address}", f"HostKey {root / 'host_key'}",
             f"PidFile {root / 'sshd.pid'}", f"AuthorizedKeysFile {root / 'authorized_keys'}",
@@ -350,6 +371,33 @@ class Link:
         subprocess.run(["ip", "netns", "delete", self.netns], capture_output=True)
 
 
+class Tmpfs:
+    """A size-limited tmpfs mounted at a dir and unmounted again: a real small filesystem,
+    whose free space statvfs reports as any disk's, for tests of a full disk."""
+
+    def __init__(self, path: Path, size_mb: int) -> None:
+        self.path = path
+        self.size_mb = size_mb
+        self.mounted = False
+
+    def start(self) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={self.size_mb}m,mode=0755",
+                        "lkbuild-test", str(self.path)], check=True, capture_output=True)
+        self.mounted = True
+
+    def resize(self, size_mb: int) -> None:
+        """Grow (or shrink) it in place: what freeing space on a full disk looks like."""
+        subprocess.run(["mount", "-o", f"remount,size={size_mb}m", str(self.path)],
+                       check=True, capture_output=True)
+        self.size_mb = size_mb
+
+    def stop(self) -> None:
+        if self.mounted:
+            subprocess.run(["umount", str(self.path)], check=True, capture_output=True)
+            self.mounted = False
+
+
 class MemoryCap:
     """A memory-limited cgroup for a builder: a dockerd started with `--cgroup-parent
     self.parent` puts every container and every BuildKit step under it, so the limit is what
@@ -375,13 +423,21 @@ class MemoryCap:
         (self.memory_dir / knob).write_text(str(self.limit))
 
     def oom_kills(self) -> int:
-        """OOM kills under the cap so far (children's included)."""
-        name = "memory.oom_control" if self.v1 else "memory.events"
-        for line in (self.memory_dir / name).read_text().splitlines():
+        """OOM kills under the cap so far. cgroup v2 counts its descendants' in the cap's
+        memory.events; v1 counts each kill only in the victim's own cgroup, which BuildKit
+        removes with its step, so there the machine's own counter (/proc/vmstat) is read:
+        nothing else on a test machine runs under a memory limit."""
+        if self.v1:
+            for line in Path("/proc/vmstat").read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == "oom_kill":
+                    return int(value)
+            raise AssertionError("no oom_kill counter in /proc/vmstat")
+        for line in (self.memory_dir / "memory.events").read_text().splitlines():
             key, _, value = line.partition(" ")
             if key == "oom_kill":
                 return int(value)
-        raise AssertionError(f"no oom_kill counter in {self.memory_dir / name}")
+        raise AssertionError(f"no oom_kill counter in {self.memory_dir / 'memory.events'}")
 
     def stop(self) -> None:
         """Remove the cgroup dockerd made in every hierarchy, children first."""

@@ -1,11 +1,8 @@
 """The jobs model against a real memory limit: a second dockerd whose containers and BuildKit
 steps all run under a memory-capped cgroup, as in a small Docker Desktop VM or a CI runner.
-The engine reports the machine's memory; only the builder sees the cap.
-
-Too many jobs under a cap is not tested here with a real build: the small config's cc1
-processes are small, and a builder capped below what they need together thrashes on
-re-read compiler pages for many minutes before the kernel OOM-kills anything. The diagnosis
-of that kill, with the jobs the builder's memory allows, is tested on its log lines."""
+The engine reports the machine's memory; only the builder sees the cap. Under it, automatic
+jobs build the small config without an OOM kill, and a deliberately high --jobs is killed by
+the kernel's OOM killer and diagnosed with the jobs that fit."""
 from __future__ import annotations
 
 import shutil
@@ -17,11 +14,12 @@ from typing import Iterator
 import pytest
 
 from tests.integration.daemons import DockerEngine, MemoryCap
-from tests.integration.kernels import BUILD_IMAGE, SESSION, lkbuild, small_args
+from tests.integration.kernels import (BUILD_IMAGE, SESSION, lkbuild, one_error_line,
+                                       small_args)
 
 pytestmark = pytest.mark.slow
 MiB = 1024 ** 2
-CAP = 2048 * MiB  # the automatic build: the engine reports 23 GiB, the builder holds 2
+CAP = 512 * MiB  # the engine reports 23 GiB, the builder holds half a GiB: room for -j1
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +49,28 @@ def test_automatic_jobs_fit_a_capped_builder_the_engine_does_not_report(
     (built,) = auto.json()
     log = Path(built["log"]).read_text()
     assert f"lkbuild: make -j{built['jobs']} " in log
-    assert "lkbuild: builder memory: cgroup limit 2048 MiB" in log  # the cap, seen inside
+    assert "lkbuild: builder memory: cgroup limit 512 MiB" in log  # the cap, seen inside
     if built["jobs"] < 2:  # the model gave each job more than half the cap
-        assert f"(cgroup limit 2048 MiB) allows -j{built['jobs']}: using it" in log
+        assert f"(cgroup limit 512 MiB) allows -j{built['jobs']}: using it" in log
     assert cap.oom_kills() == before, "an automatic-jobs build was OOM-killed"
+
+
+def test_too_many_jobs_on_a_capped_builder_are_oom_killed_and_the_jobs_that_fit_are_named(
+        capped, kernel_cache, kver):
+    """-j12 fits the 23 GiB the engine reports, so lkbuild lets it start; inside the 512 MiB
+    builder a dozen cc1 processes do not fit, and the kernel kills them."""
+    engine, cap = capped
+    org = f"lkbuild-test-{SESSION}-cap-high"
+    before = cap.oom_kills()
+    run = lkbuild(kernel_cache, "buildplainkernel", *small_args(kver, "amd64"), "--jobs", "12",
+                  env={"DOCKER_HOST": engine.host, "LKBUILD_ORG": org,
+                       "LKBUILD_CACHE_ID": f"test-{SESSION}-cap-high"})
+    assert run.code == 5, run.err[-3000:]
+    line = one_error_line(run.err)
+    assert "the build ran out of memory" in line, line
+    assert "use --jobs 1, what the builder's memory (cgroup limit 512 MiB) allows" in line
+    assert "log: " in line and run.out == ""
+    assert cap.oom_kills() > before, "the failure was not the kernel's OOM killer"
+    images = engine.docker("images", "--format", "{{.Repository}}", org).stdout.split()
+    assert images == [], "a killed build tagged an image"
 
