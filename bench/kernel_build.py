@@ -26,6 +26,7 @@ import tempfile
 import threading
 import uuid
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -109,15 +110,24 @@ def bare_module(builder: str) -> float:
                      .split()[1])
 
 
-def steps(log: str) -> dict[str, float]:
-    """Where a cold build's seconds went, from BuildKit's step timings and compile.sh's lines."""
+def steps(log: str) -> dict[str, Any]:
+    """Where a build's seconds went, from BuildKit's step timings and compile.sh's lines: the
+    config step (with the unpack or link of the source), make, the packaging after it."""
     text = Path(log).read_text(errors="replace")
+    out: dict[str, Any] = {}
     make = re.search(r"lkbuild: make took (\d+) s", text)
-    unpack = re.search(r"#(\d+) [\d.]+ lkbuild: unpacking", text)
-    out = {"make": float(make.group(1)) if make else 0.0}
-    if unpack:
-        done = re.search(rf"#{unpack.group(1)} DONE ([\d.]+)s", text)
-        out["unpack_and_config"] = float(done.group(1)) if done else 0.0
+    if make:
+        out["make"] = float(make.group(1))
+    config = re.search(r"#(\d+) \[configure 2/2\] RUN", text)
+    if config:
+        done = re.search(rf"#{config.group(1)} DONE ([\d.]+)s", text)
+        out["config_step"] = float(done.group(1)) if done else 0.0
+    out["source"] = "unpacked" if "lkbuild: unpacking" in text else \
+        "linked" if "linked from" in text else "present"
+    start = re.search(r"#\d+ ([\d.]+) lkbuild: packaging modules", text)
+    end = re.search(r"#\d+ ([\d.]+) lkbuild: built ", text)
+    if start and end:
+        out["packaging"] = round(float(end.group(1)) - float(start.group(1)), 1)
     return out
 
 
@@ -139,6 +149,9 @@ def main() -> None:
         return seconds, out
 
     try:
+        # The first build of a source unpacks it; a cold build of another scope (or arch, or
+        # variant) links that tree instead, which is what bare make is given.
+        first_s, first = build("buildplainkernel", "amd64", "first")
         with MemoryPeak() as mem:
             cold_s, cold = build("buildplainkernel", "amd64", "x86")
         jobs = cold["jobs"]
@@ -157,6 +170,7 @@ def main() -> None:
         arm_s, _ = build("buildplainkernel", "arm64", "arm64")
         peak = next((work / "cache" / "jobs").glob("*.json")).read_text()
         breakdown = steps(cold["log"])
+        first_breakdown = steps(first["log"])
     finally:
         remove_images(ORG)
         shutil.rmtree(work, ignore_errors=True)
@@ -164,13 +178,14 @@ def main() -> None:
         "inputs": {**machine(), "source": str(source), "version": cold["version"],
                    "quick": args.quick, "jobs": jobs,
                    "config": {a: str(c.relative_to(ROOT)) for a, c in configs.items()}},
-        "seconds": {"lkbuild_cold": round(cold_s, 1), "bare_unpack": round(unpack_s, 1),
+        "seconds": {"lkbuild_first": round(first_s, 1), "first_steps": first_breakdown,
+                    "lkbuild_cold": round(cold_s, 1), "bare_unpack": round(unpack_s, 1),
                     "bare_make": round(bare_s, 1), "cold_steps": breakdown,
                     "rebuild_one_symbol": round(rebuild_s, 1), "noop": round(noop_s, 2),
                     "arm64_cross_cold": round(arm_s, 1), "buildmodule_hello": round(module_s, 1),
                     "bare_make_m": round(bare_module_s, 1)},
         "ratios": {"cold_over_bare_make": round(cold_s / bare_s, 3),
-                   "cold_over_bare_unpack_and_make": round(cold_s / (unpack_s + bare_s), 3),
+                   "first_over_bare_unpack_and_make": round(first_s / (unpack_s + bare_s), 3),
                    "rebuild_over_cold": round(rebuild_s / cold_s, 3),
                    "arm64_cross_over_x86_64_native": round(arm_s / cold_s, 3)},
         "buildmodule_seconds_over_bare": round(module_s - bare_module_s, 1),
@@ -181,8 +196,11 @@ def main() -> None:
     r, sec = results["ratios"], results["seconds"]
     print(f"inputs: {results['inputs']}")
     print(f"cold buildplainkernel / bare make -j{jobs}: {r['cold_over_bare_make']:.2f} "
-          f"({sec['lkbuild_cold']} s / {sec['bare_make']} s; goal <= 1.10); with the unpack "
-          f"in the bare run: {r['cold_over_bare_unpack_and_make']:.2f}; cold steps {breakdown}")
+          f"({sec['lkbuild_cold']} s / {sec['bare_make']} s; goal <= 1.10); cold steps "
+          f"{breakdown}")
+    print(f"first build of the source (unpacks it) / bare tar -xf + make: "
+          f"{r['first_over_bare_unpack_and_make']:.2f} ({sec['lkbuild_first']} s / "
+          f"{sec['bare_unpack'] + sec['bare_make']:.1f} s); steps {first_breakdown}")
     print(f"one-symbol rebuild / cold: {r['rebuild_over_cold']:.2f} (goal <= 0.15)")
     print(f"no-op build: {sec['noop']} s (goal <= 2 s)")
     print(f"arm64 cross / x86_64 native: {r['arm64_cross_over_x86_64_native']:.2f} "

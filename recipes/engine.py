@@ -316,14 +316,27 @@ class Engine:
             return False
         return Path(self.data_root).exists()
 
-    def output(self, image: str, command: Sequence[str], timeout: int = 60) -> str:
-        """stdout of a short command in a container of `image` (present on the engine, never
-        pulled), run without a network and removed however it ends."""
+    @contextmanager
+    def container(self, image: str, command: Sequence[str]) -> Iterator[Any]:
+        """A container of `image` without a network, created for the block and removed
+        however it ends (never pulled: the image must be on the engine)."""
         container = None
         try:
-            with _wrapped(f"cannot run {command[0]} in {image} on {self.describe()}"):
+            with _wrapped(f"cannot create a container from {image} on {self.describe()}"):
                 container = self.client.containers.create(image, list(command),
                                                           network_disabled=True)
+            yield container
+        finally:
+            if container is not None:
+                try:
+                    container.remove(force=True)
+                except _WRAPPED:
+                    pass
+
+    def output(self, image: str, command: Sequence[str], timeout: int = 60) -> str:
+        """stdout of a short command run in a container of `image`."""
+        with self.container(image, command) as container:
+            with _wrapped(f"cannot run {command[0]} in {image} on {self.describe()}"):
                 container.start()
                 status = container.wait(timeout=timeout)
                 out = container.logs(stdout=True, stderr=False).decode(errors="replace")
@@ -331,12 +344,6 @@ class Engine:
                 raise InfraError(f"{command[0]} failed in {image} on {self.describe()} "
                                  f"(exit {status.get('StatusCode')})")
             return out
-        finally:
-            if container is not None:
-                try:
-                    container.remove(force=True)
-                except _WRAPPED:
-                    pass
 
     def data_root_free(self, image: str) -> int | None:
         """Free bytes where the engine keeps its data: statvfs here when that is its disk,
@@ -402,12 +409,8 @@ class Engine:
         """
         dest = Path(dest)
         dest.mkdir(parents=True, exist_ok=True)
-        container = None
         found: dict[str, Path] = {}
-        try:
-            with _wrapped(f"cannot create a container from {ref} on {self.describe()}"):
-                container = self.client.containers.create(
-                    ref, command=["/lkbuild-never-run"], network_disabled=True)
+        with self.container(ref, ["/lkbuild-never-run"]) as container:
             for n, path in enumerate(paths):
                 spool = dest / f"archive-{n}.tar"
                 try:
@@ -418,12 +421,6 @@ class Engine:
                     for chunk in chunks:
                         fh.write(chunk)
                 found[path] = spool
-        finally:
-            if container is not None:
-                try:
-                    container.remove(force=True)
-                except _WRAPPED:
-                    pass
         return found
 
     def cli_args(self) -> list[str]:
