@@ -142,18 +142,21 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="lkbuild-bench-"))
     base = {"LKBUILD_CACHE_DIR": str(work / "cache"), "LKBUILD_ORG": ORG}
 
-    def build(task: str, arch: str, scope: str, *extra: str) -> tuple[float, dict]:
+    def build(task: str, arch: str, scope: str, *extra: str, org: str = ORG
+              ) -> tuple[float, dict]:
         seconds, out, _ = lkbuild(task, "--arch", arch, "--config", str(configs[arch]),
                                   "--source", str(source), *extra,
-                                  env={**base, "LKBUILD_CACHE_ID": f"bench-{RUN}-{scope}"})
+                                  env={**base, "LKBUILD_CACHE_ID": f"bench-{RUN}-{scope}",
+                                       "LKBUILD_ORG": org})
         return seconds, out
 
     try:
         # The first build of a source unpacks it; a cold build of another scope (or arch, or
         # variant) links that tree instead, which is what bare make is given.
-        first_s, first = build("buildplainkernel", "amd64", "first")
+        first_s, first = build("buildplainkernel", "amd64", "first", org=f"{ORG}-first")
         with MemoryPeak() as mem:
             cold_s, cold = build("buildplainkernel", "amd64", "x86")
+        assert not first["skipped"] and not cold["skipped"], "a cold build was skipped"
         jobs = cold["jobs"]
         unpack_s, bare_s = bare_make(source, configs["amd64"], "x86_64", "", jobs)
         with tempfile.NamedTemporaryFile("w", suffix=".fragment", delete=False) as frag:
@@ -173,6 +176,7 @@ def main() -> None:
         first_breakdown = steps(first["log"])
     finally:
         remove_images(ORG)
+        remove_images(f"{ORG}-first")
         shutil.rmtree(work, ignore_errors=True)
     results = {
         "inputs": {**machine(), "source": str(source), "version": cold["version"],
