@@ -13,8 +13,8 @@ flock 9
 make_args="ARCH=$KARCH CROSS_COMPILE=$CROSS_COMPILE"
 [ -n "${LOCALVERSION:-}" ] && make_args="$make_args LOCALVERSION=$LOCALVERSION"
 # Both olddefconfig runs use the key's build dir, so kconfig's own tools are compiled once
-# for the build, not once per run. kconfig leaves a .config alone when its content is the
-# same, and the compile puts the final one back in any case.
+# for the build, not once per run. The dir ends with the final config; one that is only
+# newer makes kbuild re-run syncconfig, which rewrites no header whose content stays.
 kc="$cache/kbuild/$key"
 mkdir -p "$work/out/fragments"
 cd "$cache/src/$key"
