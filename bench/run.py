@@ -4,7 +4,7 @@ Each benchmark runs as its own process, one after another (they would skew each 
 timings), and writes bench/results/<name>.json; this writes bench/results/bench.json with
 every figure against its goal.
 
-usage: python bench/run.py [--quick] [--only kernel_build,jobs,remote]
+usage: python bench/run.py [--quick] [--only kernel_build,jobs,remote] [--report]
 """
 from __future__ import annotations
 
@@ -66,6 +66,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the small configs")
     parser.add_argument("--only", default=",".join(BENCHES))
+    parser.add_argument("--report", action="store_true",
+                        help="run nothing: the table from the results already written")
     args = parser.parse_args()
     chosen = [b for b in args.only.split(",") if b]
     unknown = sorted(set(chosen) - set(BENCHES))
@@ -74,6 +76,11 @@ def main() -> None:
     found: dict[str, dict[str, Any]] = {}
     failed = []
     for bench in chosen:
+        if args.report:
+            done = RESULTS / f"{bench}.json"
+            if done.is_file():
+                found[bench] = json.loads(done.read_text())
+            continue
         print(f"== {bench}", flush=True)
         argv = [sys.executable, str(ROOT / "bench" / f"{bench}.py")] + \
             (["--quick"] if args.quick else [])
