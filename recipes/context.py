@@ -16,8 +16,14 @@ from . import ui
 
 
 @contextlib.contextmanager
-def locked(path: Path, what: str) -> Iterator[None]:
-    """One build per staged context at a time; a second one waits and says so."""
+def locked(ctx: Path, what: str) -> Iterator[None]:
+    """One build per staged context at a time; a second one waits and says so.
+
+    The lock sits beside the context dir, named after all of it: a key holds dots
+    (`<scope>-6.12.117-arm64`), so a suffix swap would give every version and arch of a
+    series one lock.
+    """
+    path = ctx.parent / f"{ctx.name}.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w") as fh:
         try:

@@ -444,7 +444,7 @@ def staged(settings: Settings, p: Plan, build_arch: Arch, jobs: int,
     """Stage the context under its lock and hold the lock while the build uses it; yield it
     with the arguments every step shares."""
     ctx = Path(settings.cache_dir) / "context" / p.cache_key
-    with context.locked(ctx.with_suffix(".lock"), f"{p.request.version} {p.arch.name}"):
+    with context.locked(ctx, f"{p.request.version} {p.arch.name}"):
         stage(p, ctx, with_source)
         args = build_args(p, build_arch, jobs, auto)
         if kconfig_base:

@@ -560,7 +560,10 @@ def loader_ref(settings: Settings, engine: Engine, spec: str, request: Request,
         if not loader:
             raise UserError(f"{spec} is not an lkbuild module or loader image (no "
                             f"{LABEL}.loader label)", "give the image inv buildmodule printed")
-        return loader
+        # A loader image is tested as named (a digest, or an image made FROM one): its label
+        # names a tag that may have moved since. A module image leads to its loader.
+        entrypoint = (attrs.get("Config") or {}).get("Entrypoint") or []
+        return spec if f"{LOADER_DIR}/load" in entrypoint else loader
     p = plan(settings, dataclasses.replace(request, module=spec), plan_for)
     release = p.target.release
     found = existing(p, release, time.monotonic()) if release else None
@@ -692,7 +695,7 @@ def build(settings: Settings, request: Request,
     log = log_path(settings, module, arch)
     ctx = Path(settings.cache_dir) / "context" / \
         f"module-{kernel.cache_scope(settings.cache_id)}-{module.name}-{arch.name}"
-    with context.locked(ctx.with_suffix(".lock"), f"module {module.name} for {arch.name}"), \
+    with context.locked(ctx, f"module {module.name} for {arch.name}"), \
             tempfile.TemporaryDirectory(prefix="lkbuild-") as tmp:
         stage(ctx, module, p.src, p.steps, p.busybox)
         args = {"KERNEL_IMAGE": target.ref, "BUILDER_IMAGE": target.builder,
@@ -739,8 +742,10 @@ def build(settings: Settings, request: Request,
         config_sha = hashlib.sha256((kfacts / "config").read_bytes()).hexdigest()
 
         out = Path(tmp) / "built"
-        step(f"compiling {module.name}", target="built", local_output=out,
-             rerun=str(time.time_ns()) if request.force else "")
+        # One nonce for the three steps below, so the images package the very .ko files
+        # checked here, not an older compile of the same inputs from BuildKit's cache.
+        rerun = str(time.time_ns()) if request.force else ""
+        step(f"compiling {module.name}", target="built", local_output=out, rerun=rerun)
         built = parse_module_facts((out / "facts" / "modules").read_text())
         check_built(module, built, out / "root" / "lib" / "modules" / release, arch,
                     kernel_vermagic, log)
@@ -748,8 +753,8 @@ def build(settings: Settings, request: Request,
         context.sync_tree(ctx / "loader", {
             "loader.conf": (loader_conf(module, release, kernel_vermagic, arch,
                                         config_sha).encode(), 0o644),
-            "modules": ("".join(f"{b.name}\t{b.file}\t{','.join(b.depends)}\n"
-                                for b in order).encode(), 0o644)})
+            "modules": (loader_modules(order, out / "root" / "lib" / "modules" / release
+                                       ).encode(), 0o644)})
         refs, loader_refs = p.refs(release), p.refs(release, loader=True)
         names = " ".join(b.name for b in order)
         labels = {f"{LABEL}.name": module.name, f"{LABEL}.version": module.version,
@@ -759,11 +764,21 @@ def build(settings: Settings, request: Request,
                   f"{LABEL}.kernel.image": target.ref, f"{LABEL}.builder": target.builder,
                   f"{LABEL}.arch": arch.name, f"{LABEL}.hash": p.digest,
                   f"{LABEL}.loader": loader_refs[0]}
-        step("packaging the module image", target="modules", labels=labels, tags=refs)
-        step("packaging the loader image", target="loader", labels=labels, tags=loader_refs)
+        step("packaging the module image", target="modules", labels=labels, tags=refs,
+             rerun=rerun)
+        step("packaging the loader image", target="loader", labels=labels, tags=loader_refs,
+             rerun=rerun)
     return Result(module.name, module.version, arch.name, release, words(kernel_vermagic),
                   target.ref, refs, loader_refs, names.split(), p.digest, False,
                   time.monotonic() - started, str(log))
+
+
+def loader_modules(order: Sequence[Built], root: Path) -> str:
+    """The loader's list: name TAB file TAB sha256 TAB depends, in load order. The digest
+    lets the loader refuse a .ko that is not the one built here (a layer or a bind mount
+    over its dir), so it only ever loads its own modules."""
+    return "".join(f"{b.name}\t{b.file}\t{hashlib.sha256((root / b.file).read_bytes()).hexdigest()}"
+                   f"\t{','.join(b.depends)}\n" for b in order)
 
 
 def check_built(module: Module, built: Sequence[Built], root: Path, arch: Arch,

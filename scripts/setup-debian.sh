@@ -30,7 +30,7 @@ $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq -t bookworm --no-install-recommends \
   debootstrap linux-source-6.12 qemu-system-x86 qemu-system-arm busybox-static \
   gnupg gpgv xz-utils zstd cpio kmod openssh-server openssh-client docker-registry skopeo \
-  ca-certificates curl >/dev/null
+  ca-certificates curl strace >/dev/null
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

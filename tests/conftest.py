@@ -102,3 +102,11 @@ def alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+# The slow suites' shared session fixtures, registered here once for all of them (last: they
+# import Run from this module).
+from tests.integration.daemons import (auth_registry, registry, remote_engine,  # noqa: F401
+                                      ssh_server, ssh_server2)
+from tests.integration.fixtures import (docker_client, hello, kernel_cache,  # noqa: F401
+                                       kernel_variant, kver, small_kernel)

@@ -83,8 +83,21 @@ fi
 
 ours=" $(cut -f1 "$here/modules" | tr '\n' ' ')"
 loaded() { grep -q "^$1 " /proc/modules; }
-while IFS="	" read -r name file deps; do
+# Only the files built with this image: each one's digest is checked before any is loaded,
+# so a layer or a bind mount over this dir cannot slip another .ko in.
+while IFS="	" read -r name file sum deps; do
   [ -n "$name" ] || continue
+  now=$(sha256sum "$here/root/lib/modules/$LK_RELEASE/$file" 2>/dev/null | cut -d' ' -f1)
+  if [ "$now" != "$sum" ]; then
+    fail "$file is not the file this image was built with (sha256 $(echo "${now:-missing}" | cut -c1-12), built $(echo "$sum" | cut -c1-12)): nothing loaded; rebuild or pull the image again"
+    break
+  fi
+done < "$here/modules"
+[ "$failed" = 0 ] || exit 1
+
+while IFS="	" read -r name file sum deps; do
+  [ -n "$name" ] || continue
+  ko="$here/root/lib/modules/$LK_RELEASE/$file"
   if loaded "$name"; then
     say "$name is already loaded"
     continue
@@ -100,7 +113,7 @@ while IFS="	" read -r name file deps; do
       fail "$name needs the kernel's module $dep, which is not loaded (load it first: modprobe $dep)"
   done
   [ "$failed" = 0 ] || break
-  if out=$(insmod "$here/root/lib/modules/$LK_RELEASE/$file" 2>&1); then
+  if out=$(insmod "$ko" 2>&1); then
     say "loaded $name"
   else
     why=$(dmesg 2>/dev/null | grep -E "(^|\] )$name: " | tail -n 1 | sed 's/^\[[^]]*\] //')

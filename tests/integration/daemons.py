@@ -17,7 +17,7 @@ import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Any, Iterator, Mapping
 
 import bcrypt
 import pytest
@@ -314,9 +314,10 @@ def remote_engine() -> Iterator[DockerEngine]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _ssh_server(tmp_path_factory: pytest.TempPathFactory, engine: DockerEngine,
-                name: str, user_key: Path | None = None) -> Iterator[SSHServer]:
-    server = SSHServer(tmp_path_factory.mktemp(name), engine.host, user_key)
+def serve_ssh(tmp_path_factory: pytest.TempPathFactory, engine: DockerEngine,
+              name: str, user_key: Path | None = None, **kw: Any) -> Iterator[SSHServer]:
+    """An SSHServer for `engine` for as long as the generator runs (a fixture's body)."""
+    server = SSHServer(tmp_path_factory.mktemp(name), engine.host, user_key, **kw)
     server.start()
     try:
         yield server
@@ -327,14 +328,14 @@ def _ssh_server(tmp_path_factory: pytest.TempPathFactory, engine: DockerEngine,
 @pytest.fixture(scope="session")
 def ssh_server(tmp_path_factory: pytest.TempPathFactory,
                remote_engine: DockerEngine) -> Iterator[SSHServer]:
-    yield from _ssh_server(tmp_path_factory, remote_engine, "sshd")
+    yield from serve_ssh(tmp_path_factory, remote_engine, "sshd")
 
 
 @pytest.fixture(scope="session")
 def ssh_server2(tmp_path_factory: pytest.TempPathFactory, remote_engine: DockerEngine,
                 ssh_server: SSHServer) -> Iterator[SSHServer]:
     """A second host for the same user (same key), on another port."""
-    yield from _ssh_server(tmp_path_factory, remote_engine, "sshd2", ssh_server.identity)
+    yield from serve_ssh(tmp_path_factory, remote_engine, "sshd2", ssh_server.identity)
 
 
 class Link:

@@ -133,6 +133,38 @@ def test_the_loader_refuses_a_kernel_with_another_localversion(hello, kernel_var
     assert "lkbuild-loader: loaded" not in run.err
 
 
+def test_the_loader_loads_only_the_files_it_was_built_with(hello, small_kernel, kernel_cache,
+                                                          docker_client):
+    """An image FROM the loader with its hello.ko swapped for a changed one (trailing bytes,
+    which insmod would take) is refused in the VM before anything loads."""
+    result = hello("amd64")
+    loader, release = result["loader_refs"][0], result["release"]
+    path = f"lkbuild/root/lib/modules/{release}/extra/hello.ko"
+    changed = image_files(loader)[path] + b"\0" * 64
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as tar:
+        for name, data in (("Dockerfile", f"FROM {loader}\nCOPY hello.ko /{path}\n".encode()),
+                           ("hello.ko", changed)):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    context.seek(0)
+    tag = f"{ORG}/hello-changed:{release}"
+    docker_client.images.build(fileobj=context, custom_context=True, tag=tag, rm=True,
+                               forcerm=True)
+    try:
+        assert image_files(tag)[path] == changed
+        run = lkbuild(kernel_cache, "vmtest", "--kernel", small_kernel("amd64")["refs"][0],
+                      "--arch", "amd64", "--module", tag)
+        assert run.code != 0
+        line = one_error_line(run.err)
+        assert "extra/hello.ko is not the file this image was built with" in line, line
+        assert "nothing loaded" in line
+        assert "lkbuild-loader: loaded" not in run.err
+    finally:
+        docker_client.images.remove(tag, force=True)
+
+
 @pytest.mark.skipif(not ZFS_SOURCE.is_file(), reason="scripts/setup-debian.sh fetches it")
 def test_openzfs_builds_from_zfs_dkms_and_spl_and_zfs_load_in_qemu(kernel_variant,
                                                                     kernel_cache):

@@ -69,10 +69,6 @@ def kernels(small_kernel: Callable[[str], dict], docker_client: docker.DockerCli
     remove_images(PUSH_ORG)
 
 
-def push(cache: Path, reg: Registry, *args: str, env: dict[str, str] | None = None):
-    return lkbuild(cache, "push", "--org", PUSH_ORG, "--registry", reg.host, *args, env=env)
-
-
 def by_tag(run) -> dict[str, dict]:
     return {o["ref"].rsplit(":", 1)[1]: o for o in run.json()}
 
@@ -216,35 +212,78 @@ def docker_config(tmp_path: Path, reg: Registry, password: str) -> dict[str, str
     return {"DOCKER_CONFIG": str(cfg)}
 
 
+def push(cache: Path, reg: Registry, *args: str, env: dict[str, str] | None = None,
+         trace: Path | None = None):
+    """`inv push` under this module's org; with `trace`, under strace, which writes every
+    program lkbuild and its children exec, with its whole argv and environment."""
+    prefix = ["strace", "-f", "-qq", "-v", "-s", "65536", "-e", "trace=execve", "-o",
+              str(trace)] if trace else None
+    return lkbuild(cache, "push", "--org", PUSH_ORG, "--registry", reg.host, *args, env=env,
+                   prefix=prefix)
+
+
+def execs(trace: Path) -> list[str]:
+    """The execve lines of a trace (program, argv, environment)."""
+    return [line for line in trace.read_text(errors="replace").splitlines()
+            if "execve(" in line]
+
+
+def secrets(reg: Registry) -> list[str]:
+    """The password and the forms it travels in (Basic's base64 of user:password)."""
+    pair = f"{reg.user}:{reg.password}"
+    return [reg.password, base64.b64encode(pair.encode()).decode()]
+
+
 def test_credentials_come_from_the_docker_config_and_never_show(
         kernels, kernel_cache, kver, auth_registry, tmp_path):
-    ok = push(kernel_cache, auth_registry, "--version", kver, "--arch", "amd64",
-              env=docker_config(tmp_path, auth_registry, auth_registry.password))
+    """Not in any exec's argv or environment, any output or log, nor in the manifests and
+    configs pushed."""
+    trace = tmp_path / "push.trace"
+    ok = push(kernel_cache, auth_registry, "--version", kver, "--arch", "amd64", "--json",
+              env=docker_config(tmp_path, auth_registry, auth_registry.password), trace=trace)
     assert ok.code == 0, ok.err[-2000:]
+    assert [o["status"] for o in ok.json()].count("pushed") >= 1
     creds = f"{auth_registry.user}:{auth_registry.password}"
-    assert skopeo_raw(f"{auth_registry.host}/{PUSH_ORG}/kernel:{kver}-amd64", creds) is not None
+    ref = f"{auth_registry.host}/{PUSH_ORG}/kernel:{kver}-amd64"
+    manifest = skopeo_raw(ref, creds)
+    assert manifest is not None
+    config = subprocess.run(["skopeo", "inspect", "--config", "--raw", "--tls-verify=false",
+                             "--creds", creds, f"docker://{ref}"], capture_output=True,
+                            text=True, timeout=60, check=True).stdout
+    assert json.loads(config)["config"]["Labels"]
+    calls = execs(trace)
+    assert any("recipes" in line and '"push"' in line for line in calls), calls[:3]
     logs = "".join(p.read_text(errors="replace") for p in kernel_cache.rglob("*.log"))
-    for text in (ok.out, ok.err, logs):
-        assert auth_registry.password not in text
+    for text in (ok.out, ok.err, logs, "\n".join(calls), json.dumps(manifest), config):
+        for secret in secrets(auth_registry):
+            assert secret not in text
 
 
 def test_a_credential_helper_on_path_is_used(kernels, kernel_cache, kver, auth_registry,
                                             tmp_path):
+    """The helper runs (the trace sees it) and what it answers goes to no other program."""
     bindir = tmp_path / "bin"
     bindir.mkdir()
     helper = bindir / "docker-credential-lktest"
     answer = json.dumps({"ServerURL": auth_registry.host, "Username": auth_registry.user,
                          "Secret": auth_registry.password})
+    (bindir / "answer.json").write_text(answer)
     helper.write_text(f"#!/bin/sh\n[ \"$1\" = get ] || exit 1\ncat >/dev/null\n"
-                      f"echo '{answer}'\n")
+                      f"cat '{bindir / 'answer.json'}'\n")
     helper.chmod(0o755)
     cfg = tmp_path / "helper-config"
     cfg.mkdir()
     (cfg / "config.json").write_text(json.dumps({"credHelpers": {auth_registry.host: "lktest"}}))
     env = {"DOCKER_CONFIG": str(cfg), "PATH": f"{bindir}:{os.environ['PATH']}"}
+    trace = tmp_path / "helper.trace"
     run = push(kernel_cache, auth_registry, "--version", kver, "--arch", "amd64",
-               "--dry-run", env=env)
+               "--dry-run", env=env, trace=trace)
     assert run.code == 0, run.err[-2000:]
+    calls = execs(trace)
+    assert any(f'execve("{helper}", ["{helper}", "get"]' in line for line in calls), calls
+    for text in (run.out, run.err, "\n".join(calls)):
+        for secret in secrets(auth_registry):
+            assert secret not in text
     missing = push(kernel_cache, auth_registry, "--version", kver, "--arch", "amd64",
                    env={"DOCKER_CONFIG": str(cfg)})
     assert missing.code == 3

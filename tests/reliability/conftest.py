@@ -23,7 +23,6 @@ from typing import Callable, Iterator, Mapping, Sequence
 import pytest
 
 from tests.conftest import ROOT, Run
-from tests.integration.daemons import remote_engine, ssh_server  # noqa: F401
 
 BUILD_IMAGE = "lkbuild/build:bookworm"
 VERSION = "6.12.54"

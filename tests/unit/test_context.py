@@ -49,3 +49,25 @@ def test_a_linked_file_is_the_only_file_and_shares_the_inode(tmp_path):
     context.link_file(target, src)
     assert [p.name for p in target.iterdir()] == ["linux.tar.xz"]
     assert os.path.samestat((target / "linux.tar.xz").stat(), src.stat())
+
+
+def test_keys_that_differ_after_a_dot_hold_locks_of_their_own(tmp_path, capsys):
+    """`<scope>-6.12.117-amd64` and `<scope>-6.12.117-arm64` (and 6.12.54) must not share a
+    lock: a build of one never waits for the other."""
+    import fcntl
+
+    keys = ["test-6.12.117-amd64", "test-6.12.117-arm64", "test-6.12.54-amd64"]
+    with context.locked(tmp_path / keys[0], "6.12.117 amd64"):
+        for key in keys[1:]:
+            with context.locked(tmp_path / key, key):
+                pass
+        held = (tmp_path / f"{keys[0]}.lock").open("w")
+        try:
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            raise AssertionError("the first key's lock was not held")
+        except BlockingIOError:
+            pass
+        finally:
+            held.close()
+    assert "waiting" not in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.glob("*.lock")) == sorted(f"{k}.lock" for k in keys)

@@ -2,6 +2,7 @@
 candidates, compiler error lines, module sources from archives and the check before tagging."""
 from __future__ import annotations
 
+import hashlib
 import io
 import re
 import struct
@@ -556,3 +557,40 @@ def test_a_build_that_made_no_ko_at_all_is_a_user_error(built_root, tmp_path):
         module.check_built(ZFS, [], built_root, ARM64, KERNEL_VERMAGIC, tmp_path / "log")
     assert info.value.message == "the build of zfs made no .ko files"
     assert "default target" in info.value.hint
+
+
+def test_the_loader_list_carries_each_files_digest_in_load_order(tmp_path: Path) -> None:
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    (extra / "spl.ko").write_bytes(b"spl")
+    (extra / "zfs.ko").write_bytes(b"zfs")
+    order = module.load_order([module.Built("zfs", "extra/zfs.ko", "v", ("spl",)),
+                               module.Built("spl", "extra/spl.ko", "v", ())])
+    lines = module.loader_modules(order, tmp_path).splitlines()
+    assert [line.split("\t") for line in lines] == [
+        ["spl", "extra/spl.ko", hashlib.sha256(b"spl").hexdigest(), ""],
+        ["zfs", "extra/zfs.ko", hashlib.sha256(b"zfs").hexdigest(), "spl"]]
+
+
+class _Images:
+    """An engine that knows image attributes by ref (loader_ref reads nothing else)."""
+
+    def __init__(self, images: dict) -> None:
+        self.images = images
+
+    def image(self, ref: str):
+        return self.images.get(ref)
+
+    def describe(self) -> str:
+        return "the test engine"
+
+
+def test_vmtest_takes_a_loader_image_as_named_and_a_module_image_to_its_loader() -> None:
+    label = {f"{module.LABEL}.loader": "org/hello:1.0-r-loader-amd64"}
+    engine = _Images({
+        "org/hello:1.0-r-amd64": {"Config": {"Labels": label, "Entrypoint": None}},
+        "mine/hello-tools:1": {"Config": {"Labels": label, "Entrypoint": [
+            "/lkbuild/bin/busybox", "sh", "/lkbuild/load"]}}})
+    pick = lambda ref: module.loader_ref(None, engine, ref, None, None)  # noqa: E731
+    assert pick("org/hello:1.0-r-amd64") == "org/hello:1.0-r-loader-amd64"
+    assert pick("mine/hello-tools:1") == "mine/hello-tools:1"

@@ -1,3 +1,9 @@
+"""The session's shared parts for the slow suites: the real engine, one kernel cache, the small
+kernels and hello built once, and the daemons (registries, a second engine, sshd).
+
+tests/conftest.py registers them once for every suite, so integration and reliability tests
+share one instance of each (a session fixture imported by two conftests would run twice).
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,8 +12,6 @@ from typing import Callable, Iterator
 import docker
 import pytest
 
-from tests.integration.daemons import (auth_registry, registry, remote_engine,  # noqa: F401
-                                      ssh_server, ssh_server2)
 from tests.integration.kernels import DATA, lkbuild, remove_images, small_args, source_version
 
 
@@ -33,8 +37,12 @@ def kver() -> str:
 
 
 @pytest.fixture(scope="session")
-def small_kernel(kernel_cache: Path, kver: str) -> Callable[[str], dict]:
-    """`inv build` of the small config for an arch (kernel + builder image), once a session."""
+def small_kernel(kernel_cache: Path, kver: str, docker_client: docker.DockerClient
+                 ) -> Callable[[str], dict]:
+    """`inv build` of the small config for an arch (kernel + builder image), once a session.
+
+    A test that forces it again leaves the same tags on a new image: the result then names
+    that image (its log stays the cold build's)."""
     built: dict[str, dict] = {}
 
     def get(arch: str) -> dict:
@@ -43,6 +51,9 @@ def small_kernel(kernel_cache: Path, kver: str) -> Callable[[str], dict]:
             assert run.code == 0, run.err[-3000:]
             (result,) = run.json()
             built[arch] = result
+        now = docker_client.images.get(built[arch]["refs"][0]).id
+        if now != built[arch]["image_id"]:
+            built[arch] = {**built[arch], "image_id": now}
         return built[arch]
 
     return get
@@ -50,17 +61,20 @@ def small_kernel(kernel_cache: Path, kver: str) -> Callable[[str], dict]:
 
 @pytest.fixture(scope="session")
 def hello(kernel_cache: Path, small_kernel: Callable[[str], dict]) -> Callable[[str], dict]:
-    """`inv buildmodule --module hello` against the session's small kernel, once per arch."""
-    built: dict[str, dict] = {}
+    """`inv buildmodule --module hello` against the session's small kernel, once per arch and
+    kernel image: a test that forces the kernel again makes a new image, and the module built
+    for the old one no longer matches it."""
+    built: dict[tuple[str, str], dict] = {}
 
     def get(arch: str) -> dict:
-        if arch not in built:
-            kernel = small_kernel(arch)["refs"][0]
-            run = lkbuild(kernel_cache, "buildmodule", "--kernel", kernel, "--module", "hello",
-                          "--json")
+        kernel = small_kernel(arch)
+        key = (arch, kernel["image_id"])
+        if key not in built:
+            run = lkbuild(kernel_cache, "buildmodule", "--kernel", kernel["refs"][0], "--module",
+                          "hello", "--json")
             assert run.code == 0, run.err[-3000:]
-            built[arch] = run.json()
-        return built[arch]
+            built[key] = run.json()
+        return built[key]
 
     return get
 
