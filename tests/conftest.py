@@ -1,15 +1,20 @@
 """Hermetic fixtures: every test gets its own cache and config dirs and no LKBUILD_* leaking in."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import pytest
+
+# The slow suites' shared session fixtures, registered here once for all of them.
+from tests.integration.daemons import (auth_registry, registry, remote_engine,  # noqa: F401
+                                      ssh_server, ssh_server2)
+from tests.integration.fixtures import (docker_client, hello, kernel_cache,  # noqa: F401
+                                       kernel_variant, kver, small_kernel)
+from tests.run import Run
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,20 +31,6 @@ def hermetic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("LKBUILD_CONFIG", str(home / "config" / "lkbuild" / "lkbuild.yaml"))
     monkeypatch.setenv("NO_COLOR", "1")
     return home
-
-
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-    @property
-    def err_lines(self) -> list[str]:
-        return [line for line in self.err.splitlines() if line.strip()]
-
-    def json(self) -> Any:
-        return json.loads(self.out)
 
 
 @pytest.fixture
@@ -102,11 +93,3 @@ def alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
-
-
-# The slow suites' shared session fixtures, registered here once for all of them (last: they
-# import Run from this module).
-from tests.integration.daemons import (auth_registry, registry, remote_engine,  # noqa: F401
-                                      ssh_server, ssh_server2)
-from tests.integration.fixtures import (docker_client, hello, kernel_cache,  # noqa: F401
-                                       kernel_variant, kver, small_kernel)

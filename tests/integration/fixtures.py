@@ -42,7 +42,7 @@ def small_kernel(kernel_cache: Path, kver: str, docker_client: docker.DockerClie
     """`inv build` of the small config for an arch (kernel + builder image), once a session.
 
     A test that forces it again leaves the same tags on a new image: the result then names
-    that image (its log stays the cold build's)."""
+    that image, and `earlier_image_ids` the ones before it (its log stays the cold build's)."""
     built: dict[str, dict] = {}
 
     def get(arch: str) -> dict:
@@ -53,7 +53,8 @@ def small_kernel(kernel_cache: Path, kver: str, docker_client: docker.DockerClie
             built[arch] = result
         now = docker_client.images.get(built[arch]["refs"][0]).id
         if now != built[arch]["image_id"]:
-            built[arch] = {**built[arch], "image_id": now}
+            earlier = built[arch].get("earlier_image_ids", []) + [built[arch]["image_id"]]
+            built[arch] = {**built[arch], "image_id": now, "earlier_image_ids": earlier}
         return built[arch]
 
     return get

@@ -22,7 +22,8 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 import pytest
 
-from tests.conftest import ROOT, Run
+from tests.conftest import ROOT
+from tests.run import Run
 
 BUILD_IMAGE = "lkbuild/build:bookworm"
 VERSION = "6.12.54"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tests.conftest import Run
+from tests.run import Run
 from tests.reliability.conftest import (EngineState, Snapshot, changes, engine_changes,
                                         file_state, refused, split_hint)
 
