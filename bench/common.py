@@ -27,12 +27,9 @@ def config(arch: str, quick: bool) -> Path:
 def lkbuild(*args: str, env: dict[str, str] | None = None, check: bool = True
             ) -> tuple[float, Any, subprocess.CompletedProcess]:
     """Seconds, the parsed --json output (None when it failed) and the process."""
-    full = {k: v for k, v in os.environ.items() if not k.startswith("LKBUILD_")}
-    full.update({"LKBUILD_BUILD_IMAGE": BUILD_IMAGE, "LKBUILD_MIN_FREE_GB": "5",
-                 "PYTHONPATH": str(ROOT), "NO_COLOR": "1", **(env or {})})
     started = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "recipes", *args, "--json"], cwd=ROOT,
-                          env=full, capture_output=True, text=True)
+                          env=lkbuild_env(env), capture_output=True, text=True)
     elapsed = time.monotonic() - started
     if proc.returncode != 0:
         if check:
@@ -40,6 +37,20 @@ def lkbuild(*args: str, env: dict[str, str] | None = None, check: bool = True
         return elapsed, None, proc
     out = json.loads(proc.stdout)
     return elapsed, out[0] if isinstance(out, list) and len(out) == 1 else out, proc
+
+
+def lkbuild_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    full = {k: v for k, v in os.environ.items() if not k.startswith("LKBUILD_")}
+    full.update({"LKBUILD_BUILD_IMAGE": BUILD_IMAGE, "LKBUILD_MIN_FREE_GB": "5",
+                 "PYTHONPATH": str(ROOT), "NO_COLOR": "1", **(env or {})})
+    return full
+
+
+def prune(env: dict[str, str]) -> None:
+    """`inv prune` of a benchmark's cache scope: its unpacked source and build dirs live in
+    BuildKit's cache mount, would outlive the run, and later builds would link from them."""
+    subprocess.run([sys.executable, "-m", "recipes", "prune"], cwd=ROOT, env=lkbuild_env(env),
+                   capture_output=True, text=True)
 
 
 def machine() -> dict[str, Any]:

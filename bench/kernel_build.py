@@ -31,7 +31,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (BUILD_IMAGE, ROOT, SOURCE, config, lkbuild, machine,  # noqa: E402
-                          write)
+                          prune, write)
 from tests.integration.kernels import remove_images  # noqa: E402
 
 RUN = uuid.uuid4().hex[:8]
@@ -177,6 +177,8 @@ def main() -> None:
     finally:
         remove_images(ORG)
         remove_images(f"{ORG}-first")
+        for scope in ("first", "x86", "arm64"):
+            prune({**base, "LKBUILD_CACHE_ID": f"bench-{RUN}-{scope}"})
         shutil.rmtree(work, ignore_errors=True)
     results = {
         "inputs": {**machine(), "source": str(source), "version": cold["version"],
