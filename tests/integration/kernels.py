@@ -38,17 +38,23 @@ def source_version() -> str:
 def lkbuild(cache: Path, *args: str, env: dict[str, str] | None = None,
             timeout: float = 1800, prefix: list[str] | None = None) -> Run:
     """Run lkbuild as a user would (`prefix`, e.g. nsenter, runs it inside a namespace)."""
+    proc = subprocess.run([*(prefix or []), sys.executable, "-m", "recipes", *args], cwd=ROOT,
+                          env=lkbuild_env(cache, env),
+                          capture_output=True, text=True, timeout=timeout)
+    return Run(proc.returncode, proc.stdout, proc.stderr)
+
+
+def lkbuild_env(cache: Path, env: dict[str, str] | None = None) -> dict[str, str]:
+    """The session's environment for lkbuild: its cache dir, org, scope and build image, no
+    LKBUILD_* of the caller's, and this checkout on the path; `env` on top."""
     full = {k: v for k, v in os.environ.items() if not k.startswith("LKBUILD_")}
     full.update({"LKBUILD_CACHE_DIR": str(cache), "LKBUILD_ORG": ORG,
                  "LKBUILD_BUILD_IMAGE": BUILD_IMAGE, "LKBUILD_MIN_FREE_GB": "5",
                  "LKBUILD_CACHE_ID": f"test-{SESSION}",
-                 "LKBUILD_CONFIG": str(cache / "no-config.yaml"), "NO_COLOR": "1"})
-    full["PYTHONPATH"] = str(ROOT)
+                 "LKBUILD_CONFIG": str(cache / "no-config.yaml"), "NO_COLOR": "1",
+                 "PYTHONPATH": str(ROOT)})
     full.update(env or {})
-    proc = subprocess.run([*(prefix or []), sys.executable, "-m", "recipes", *args], cwd=ROOT,
-                          env=full,
-                          capture_output=True, text=True, timeout=timeout)
-    return Run(proc.returncode, proc.stdout, proc.stderr)
+    return full
 
 
 def small_args(version: str, arch: str, *extra: str) -> list[str]:

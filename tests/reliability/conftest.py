@@ -134,19 +134,35 @@ def engine_changes(before: EngineState | None, after: EngineState | None) -> lis
 
 # --- processes -------------------------------------------------------------------------------
 
-def session_members(sid: int) -> list[str]:
-    """Processes still in session `sid` (a run is started as the leader of its own)."""
-    found = []
+@dataclass(frozen=True)
+class Proc:
+    ppid: int
+    sid: int
+    start: int  # clock ticks after boot: with the pid, one process even when pids are reused
+    comm: str
+    cmd: str
+
+
+def processes() -> dict[int, Proc]:
+    """Every process now, by pid, from /proc (one that ends while it is read is left out)."""
+    out: dict[int, Proc] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             text = stat.read_text()
+            cmd = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(
+                errors="replace").strip()
         except OSError:
             continue
         comm_end = text.rfind(")")
         fields = text[comm_end + 2:].split()
-        if len(fields) > 3 and int(fields[3]) == sid:
-            found.append(f"{stat.parent.name} {text[text.find('(') + 1:comm_end]}")
-    return found
+        out[int(stat.parent.name)] = Proc(int(fields[1]), int(fields[3]), int(fields[19]),
+                                          text[text.find("(") + 1:comm_end], cmd)
+    return out
+
+
+def session_members(sid: int) -> list[str]:
+    """Processes still in session `sid` (a run is started as the leader of its own)."""
+    return [f"{pid} {p.comm}" for pid, p in processes().items() if p.sid == sid]
 
 
 # --- the snapshot ----------------------------------------------------------------------------

@@ -35,9 +35,10 @@ from tests.run import Run
 from tests.integration.daemons import (DockerEngine, Link, Registry, SSHServer, Tmpfs,
                                       serve_ssh)
 from tests.integration.kernels import (BUILD_IMAGE, DEBIAN_SOURCE, ROOT, SESSION, image_files,
-                                       labels, lkbuild, one_error_line, remove_images,
-                                       small_args)
-from tests.reliability.conftest import Snapshot, changes, refused, session_members, take
+                                       labels, lkbuild, lkbuild_env, one_error_line,
+                                       remove_images, small_args)
+from tests.reliability.conftest import (Snapshot, changes, processes, refused,
+                                         session_members, take)
 
 pytestmark = pytest.mark.slow
 
@@ -74,33 +75,17 @@ def faults_images() -> Iterator[None]:
 
 # --- processes -------------------------------------------------------------------------------
 
-def proc_table() -> dict[int, tuple[int, int, str]]:
-    """pid -> (ppid, start time, command line) of every process now."""
-    out: dict[int, tuple[int, int, str]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-            cmd = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(
-                errors="replace").strip()
-        except OSError:
-            continue
-        fields = text[text.rfind(")") + 2:].split()
-        out[int(stat.parent.name)] = (int(fields[1]), int(fields[19]), cmd)
-    return out
-
-
-def descendants(pid: int, table: dict[int, tuple[int, int, str]] | None = None
-                ) -> dict[int, tuple[int, str]]:
+def descendants(pid: int) -> dict[int, tuple[int, str]]:
     """Every process below pid: pid -> (start time, command line)."""
-    table = proc_table() if table is None else table
+    table = processes()
     children: dict[int, list[int]] = {}
-    for child, (ppid, _, _) in table.items():
-        children.setdefault(ppid, []).append(child)
+    for child, proc in table.items():
+        children.setdefault(proc.ppid, []).append(child)
     found: dict[int, tuple[int, str]] = {}
     todo = [pid]
     while todo:
         for child in children.get(todo.pop(), []):
-            found[child] = table[child][1:]
+            found[child] = (table[child].start, table[child].cmd)
             todo.append(child)
     return found
 
@@ -120,8 +105,8 @@ def build_processes(key: str) -> list[str]:
     """Processes of a kernel build with this cache key, wherever they run (compile.sh, make,
     gcc and cc1 name the key's source or build dir in their arguments)."""
     me = os.getpid()
-    return [f"{pid} {cmd[:120]}" for pid, (_, _, cmd) in proc_table().items()
-            if key in cmd and pid != me]
+    return [f"{pid} {p.cmd[:120]}" for pid, p in processes().items()
+            if key in p.cmd and pid != me]
 
 
 class Job:
@@ -200,9 +185,9 @@ class Job:
         """Processes it started (its session's, and every descendant seen while it ran, such
         as buildx in a session of its own) still alive after it ended."""
         def check() -> list[str]:
-            table = proc_table()
+            table = processes()
             alive = [f"{pid} {cmd[:120]}" for pid, (start, cmd) in self.seen.items()
-                     if pid in table and table[pid][1] == start]
+                     if pid in table and table[pid].start == start]
             return alive + session_members(self.proc.pid)
         return wait_gone(check, timeout)
 
@@ -210,20 +195,13 @@ class Job:
 def run_env(cache: Path, tmp: Path, org_name: str, **extra: str) -> dict[str, str]:
     """The environment of tests/integration/kernels.py's `lkbuild`, with a temp dir of the
     test's own (so a temp file left behind is seen) and the test's org."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LKBUILD_")}
-    env.update({"LKBUILD_CACHE_DIR": str(cache), "LKBUILD_ORG": org_name,
-                "LKBUILD_BUILD_IMAGE": BUILD_IMAGE, "LKBUILD_MIN_FREE_GB": "5",
-                "LKBUILD_CACHE_ID": SCOPE, "LKBUILD_CONFIG": str(cache / "no-config.yaml"),
-                "NO_COLOR": "1", "PYTHONPATH": str(ROOT), "TMPDIR": str(tmp)})
-    env.update(extra)
-    return env
+    return lkbuild_env(cache, {"LKBUILD_ORG": org_name, "TMPDIR": str(tmp), **extra})
 
 
 def run_now(cache: Path, tmp: Path, org_name: str, *argv: str, **extra: str) -> Run:
     """A run in the foreground with the same environment as the faulted one."""
     tmp.mkdir(parents=True, exist_ok=True)
-    return lkbuild(cache, *argv, env={"LKBUILD_ORG": org_name, "TMPDIR": str(tmp),
-                                      "LKBUILD_CACHE_ID": SCOPE, **extra})
+    return lkbuild(cache, *argv, env={"LKBUILD_ORG": org_name, "TMPDIR": str(tmp), **extra})
 
 
 # --- what a faulted run may leave ------------------------------------------------------------
@@ -685,9 +663,9 @@ def test_an_ssh_link_cut_while_an_image_comes_back_loads_nothing_and_the_rerun_f
     job.wait_for(r"^fetching \S+ from ", 300)
 
     def streaming() -> list[int]:
-        table = proc_table()
+        table = processes()
         return [pid for pid in slow_host.session_pids()
-                if pid in table and re.search(r"docker save \S*kernel", table[pid][2])]
+                if pid in table and re.search(r"docker save \S*kernel", table[pid].cmd)]
 
     deadline = time.monotonic() + 120
     while not streaming():
