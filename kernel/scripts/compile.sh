@@ -33,11 +33,13 @@ jobs=$(/lkbuild/jobs.sh "${MAKE_JOBS:-$(getconf _NPROCESSORS_ONLN)}" "${JOBS_AUT
   "${JOBS_RESERVE_MB:-2048}" "${JOBS_PER_JOB_MB:-1536}")
 printf '%s\n' "$jobs" > "$out/facts/jobs"
 echo "lkbuild: make -j$jobs $make_args in $build"
+/lkbuild/unfinished.sh start "$build"
 make -s O="$build" $make_args olddefconfig
 # The UAPI headers are made in the same parallel make, and incrementally, in the build dir.
 started=$(date +%s)
 /lkbuild/peak.sh "$out/facts/peak-rss" make O="$build" $make_args -j"$jobs" all headers
 echo "lkbuild: make took $(( $(date +%s) - started )) s"
+/lkbuild/unfinished.sh done "$build"
 
 release=$(make -s O="$build" $make_args kernelrelease)
 img="$out/image"

@@ -17,6 +17,7 @@ make_args="ARCH=$KARCH CROSS_COMPILE=$CROSS_COMPILE"
 # newer makes kbuild re-run syncconfig, which rewrites no header whose content stays.
 kc="$cache/kbuild/$key"
 mkdir -p "$work/out/fragments"
+/lkbuild/unfinished.sh start "$kc"
 cd "$cache/src/$key"
 if [ -n "${KCONFIG_BASE:-}" ]; then
   # Start from one of the kernel's own configs (defconfig, tinyconfig, ...) instead of a file.
@@ -36,6 +37,7 @@ make -s O="$kc" $make_args olddefconfig
 cp "$cfg/config" "$work/out/requested"
 cp "$kc/.config" "$work/out/config"
 make -s O="$kc" $make_args kernelrelease > "$work/out/kernelrelease"
+/lkbuild/unfinished.sh done "$kc"
 # Symbols whose value the toolchain decides ($(cc-option ...), $(success ...), ...): a
 # different compiler changes them without making the config less final.
 find . -path ./Documentation -prune -o -name 'Kconfig*' -type f -print | xargs awk '

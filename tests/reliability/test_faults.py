@@ -236,6 +236,19 @@ def compiled(text: str) -> list[str]:
     return CC.findall(text)
 
 
+REPAIRED = re.compile(r"lkbuild: the last make in this build dir did not finish; removed "
+                      r"(\d+) files? it may have left half-written")
+
+
+def repaired(log: str) -> int:
+    """How many files the rerun removed from the build dir the killed make left (BuildKit ends
+    a cancelled step with SIGKILL, so make cannot remove what it was writing); the rerun must
+    say it did this."""
+    found = REPAIRED.search(log)
+    assert found, "the rerun did not check the build dir the killed make left"
+    return int(found.group(1))
+
+
 def cold_count(small: dict) -> int:
     """CC lines of the small kernel's cold build, which a rerun must stay far below."""
     log = Path(small["log"]) if small.get("log") else None
@@ -295,6 +308,7 @@ def test_ctrl_c_in_a_local_compile_leaves_nothing_and_the_rerun_goes_on_where_it
     (result,) = again.json()
     log = Path(result["log"]).read_text()
     assert "lkbuild: unpacking" not in log, "the source tree was unpacked again"
+    repaired(log)
     done, redone = set(compiled(run.err)), compiled(log)
     assert len(redone) < 0.15 * cold_count(base), (len(redone), cold_count(base))
     assert len(done & set(redone)) <= 4, f"compiled again: {sorted(done & set(redone))}"
@@ -614,6 +628,7 @@ def test_ctrl_c_in_a_remote_build_leaves_nothing_there_or_here_and_the_rerun_reu
     assert row["sent_bytes"] == 0, "the context was sent again"
     log = Path(row["log"]).read_text()
     assert "lkbuild: unpacking" not in log, "the host unpacked the source again"
+    repaired(log)
     done, redone = set(compiled(run.err)), compiled(log)
     assert len(done & set(redone)) <= 4, f"compiled again: {sorted(done & set(redone))}"
     assert remote_work(remote_home) == {"builds": [], "transfer": [], "incoming": []}
@@ -741,6 +756,7 @@ def test_an_engine_stopped_mid_compile_is_one_error_and_once_it_is_back_the_reru
     (result,) = again.json()
     log = Path(result["log"]).read_text()
     assert "lkbuild: unpacking" not in log, "the engine's source tree was unpacked again"
+    repaired(log)
     assert len(compiled(log)) < 0.15 * COLD_FLOOR, len(compiled(log))
     assert result["release"] == f"{kver}-engine"
     assert remote_ids(remote_engine, [moving])[moving] == result["image_id"]
