@@ -118,10 +118,14 @@ def steps(log: str) -> dict[str, Any]:
     make = re.search(r"lkbuild: make took (\d+) s", text)
     if make:
         out["make"] = float(make.group(1))
-    config = re.search(r"#(\d+) \[configure 2/2\] RUN", text)
-    if config:
-        done = re.search(rf"#{config.group(1)} DONE ([\d.]+)s", text)
-        out["config_step"] = float(done.group(1)) if done else 0.0
+    # The config step's two BuildKit steps (either may come from the layer cache), in the
+    # first buildx invocation: the later ones number their steps afresh.
+    first = ([p for p in re.split(r"^#0 building", text, flags=re.M)[1:] if p] or [text])[0]
+    config = 0.0
+    for step in re.findall(r"#(\d+) \[configure(?:-base)? 2/2\] RUN", first):
+        done = re.search(rf"#{step} DONE ([\d.]+)s", first)
+        config += float(done.group(1)) if done else 0.0
+    out["config_step"] = round(config, 1)
     out["source"] = "unpacked" if "lkbuild: unpacking" in text else \
         "linked" if "linked from" in text else "present"
     start = re.search(r"#\d+ ([\d.]+) lkbuild: packaging modules", text)

@@ -478,6 +478,9 @@ def make_images(s: Steps, p: Plan, build_platform: str) -> dict[str, str]:
     """Config check, compile, kernel image (and -builder): the steps of every build, local or
     remote; the compile's facts become the images' labels."""
     request = p.request
+    # One nonce for the compile and both packaging steps: each runs from the compile step,
+    # which without it would come from the layer cache (an older compile) for the images.
+    rerun = str(time.time_ns()) if request.force else ""
     with tempfile.TemporaryDirectory(prefix="lkbuild-") as tmp:
         out = configure(s, Path(tmp))
         if request.profile is not None:
@@ -486,8 +489,7 @@ def make_images(s: Steps, p: Plan, build_platform: str) -> dict[str, str]:
         else:
             check_config(p, out)
         facts_dir = Path(tmp) / "facts"
-        s.run("compiling the kernel", target="facts", local_output=facts_dir,
-              rerun=str(time.time_ns()) if request.force else "")
+        s.run("compiling the kernel", target="facts", local_output=facts_dir, rerun=rerun)
         facts = {f.name: f.read_text().strip() for f in facts_dir.iterdir()}
     if request.profile is not None:
         from . import desktop
@@ -506,12 +508,14 @@ def make_images(s: Steps, p: Plan, build_platform: str) -> dict[str, str]:
     }
     if request.builder_image:
         labels[f"{LABEL}.builder"] = p.builder_refs[0]
-    s.run("packaging the kernel image", target="kernel", labels=labels, tags=p.refs)
+    s.run("packaging the kernel image", target="kernel", labels=labels, tags=p.refs,
+          rerun=rerun)
     if request.builder_image:
         # It runs where it was built (cross compiler, host tools for the build
         # platform), so it carries the build platform, unless it is the target's own.
         s.run("making the builder image", target="builder", labels=labels,
-              tags=p.builder_refs, platform=p.arch.platform if request.native else build_platform)
+              tags=p.builder_refs, platform=p.arch.platform if request.native else build_platform,
+              rerun=rerun)
     return facts
 
 

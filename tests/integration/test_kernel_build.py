@@ -284,13 +284,21 @@ def test_kconfig_refuses_a_fragment_that_does_not_stick(kernel_cache, kver, tmp_
     assert "CONFIG_SERIAL_8250_CONSOLE: y -> not set" in run.err_lines[-1]
 
 
-def test_the_debug_kernel_has_its_release_fragment_and_vmlinux(kernel_cache, kver):
+def test_the_debug_kernel_has_its_release_fragment_and_vmlinux(kernel_cache, kver,
+                                                              small_kernel):
+    """A build dir of its own (a compile from scratch), but the UAPI headers, which depend on
+    the source and arch alone, are the plain kernel's, not made again."""
+    plain = small_kernel("amd64")
     run = lkbuild(kernel_cache, "builddebugkernel", *small_args(kver, "amd64"), "--json")
     assert run.code == 0, run.err[-3000:]
     (result,) = run.json()
+    log = Path(result["log"]).read_text()
+    assert compile_count(log) > 300, "the debug kernel did not compile in a build dir of its own"
+    assert "HDRINST" not in log, "the UAPI headers of this source and arch were made again"
     assert result["release"] == f"{kver}-linuxkit-dbg"
     assert re.fullmatch(rf"{ORG}/kernel:{kver}-dbg-[0-9a-f]{{16}}-amd64", result["refs"][0])
     files = image_files(result["refs"][0])
+    assert files["kernel-headers.tar"] == image_files(plain["refs"][0])["kernel-headers.tar"]
     assert files["vmlinux"][:4] == b"\x7fELF"
     assert b"CONFIG_DEBUG_KERNEL=y" in files["config"]
     assert labels(result["refs"][0])["org.lkbuild.kernel.release"] == result["release"]

@@ -53,3 +53,40 @@ def test_too_many_jobs_for_the_memory_are_refused_with_the_numbers():
     line = info.value.line()
     assert "-j8 needs about 14.0 GiB" in line and "7.8 GiB" in line and "--jobs 3" in line
     assert kernel.choose_jobs(FakeEngine(8, int(7.75 * GiB)), 3) == 3
+
+
+class _Steps:
+    """Records the BuildKit steps make_images asks for, writing what each one outputs."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict] = []
+
+    def run(self, what: str, **kw) -> None:
+        self.calls.append({"what": what, **kw})
+        out = kw.get("local_output")
+        if kw["target"] == "config":
+            out.mkdir(parents=True)
+            for name in ("requested", "base", "config"):
+                (out / name).write_text("CONFIG_X=y\n")
+        elif kw["target"] == "facts":
+            out.mkdir(parents=True)
+            (out / "release").write_text("6.12.54-linuxkit\n")
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_force_reruns_the_compile_once_for_the_facts_and_both_images(force):
+    """The images are built from the compile step too: with a nonce of their own (or none)
+    they would take another compile from the layer cache than the one the facts came from."""
+    from types import SimpleNamespace as NS
+
+    request = NS(force=force, profile=None, builder_image=True, native=False, version="6.12.54")
+    p = NS(request=request, arch=ARM, source=NS(sha256="s"), build_image="b", digest="d",
+           refs=["o/kernel:6.12.54-arm64"], builder_refs=["o/kernel:6.12.54-builder-arm64"],
+           inputs=NS(config=None, series=NS(name="6.12.x")))
+    steps = _Steps()
+    facts = kernel.make_images(steps, p, "linux/amd64")
+    assert facts["release"] == "6.12.54-linuxkit"
+    assert [c["target"] for c in steps.calls] == ["config", "facts", "kernel", "builder"]
+    nonces = {c.get("rerun", "") for c in steps.calls[1:]}
+    assert len(nonces) == 1 and (nonces.pop() != "") == force
+    assert steps.calls[0].get("rerun", "") == "", "the config step is never forced"
