@@ -288,6 +288,13 @@ def test_ctrl_c_in_a_local_compile_leaves_nothing_and_the_rerun_goes_on_where_it
     base = small_kernel("amd64")
     name, tmp = org("ctrlc"), tmp_path / "tmp"
     tmp.mkdir()
+    # The build dir holds whatever config the test run built in it last (other tests build
+    # other configs there): one finished build of the small config with a release fragment
+    # first, so the interrupted build is the small recompile it is measured against.
+    ready = run_now(kernel_cache, tmp, org("ctrlc-ready"), "buildplainkernel",
+                    *small_args(kver, "amd64"), "--fragment",
+                    str(fragment(tmp_path, "ctrl-c-ready")), "--json")
+    assert ready.code == 0, ready.err[-3000:]
     moving = f"{kver}-amd64"
     docker_client.api.tag(base["image_id"], f"{name}/kernel", moving)  # an earlier build's
     args = ["buildplainkernel", *small_args(kver, "amd64"), "--fragment",
