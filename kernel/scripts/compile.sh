@@ -66,14 +66,14 @@ ln -s "/usr/src/linux-headers-$release" "$mods/lib/modules/$release/build"
 tar --numeric-owner -C "$mods" -cf "$img/kernel.tar" lib
 
 # /kernel-headers.tar: the UAPI headers.
-if [ "$goals" = all ] && cp "$uapi" "$img/kernel-headers.tar" 2>/dev/null; then
-  :
-else
-  if [ "$goals" = all ]; then  # a prune removed them while make ran
-    /lkbuild/unfinished.sh start "$build"
-    make -s O="$build" $make_args -j"$jobs" headers
-    /lkbuild/unfinished.sh done "$build"
-  fi
+if [ "$goals" = all ] && ! cp "$uapi" "$img/kernel-headers.tar" 2>/dev/null; then
+  # A prune removed them while make ran: they are made here after all.
+  /lkbuild/unfinished.sh start "$build"
+  make -s O="$build" $make_args -j"$jobs" headers
+  /lkbuild/unfinished.sh done "$build"
+  goals="all headers"
+fi
+if [ "$goals" != all ]; then
   tar --numeric-owner --exclude=".*" -C "$build" -cf "$img/kernel-headers.tar" usr/include
   mkdir -p "$cache/uapi"
   tmp=$(mktemp "$uapi.XXXXXX")
