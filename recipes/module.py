@@ -347,7 +347,8 @@ def kernel_target(settings: Settings, engine: Engine, spec: str, arch: Arch | No
 def dev_present(target: KernelTarget) -> bool:
     """The builder is lkbuild's -builder image of this very kernel: kernel-dev is in it."""
     digest = target.labels.get(f"{kernel.LABEL}.hash", "")
-    return bool(digest) and target.builder_labels.get(f"{kernel.LABEL}.hash") == digest \
+    return bool(digest and target.release) \
+        and target.builder_labels.get(f"{kernel.LABEL}.hash") == digest \
         and target.builder_labels.get(f"{kernel.LABEL}.release") == target.release
 
 
@@ -702,7 +703,7 @@ def build(settings: Settings, request: Request,
                 "TOOLCHAIN": p.toolchain, "LK_ARCH": arch.kernel_arch,
                 "LK_CROSS_COMPILE": p.cross_compile,
                 "LK_CROSS_HOST": p.cross_compile.rstrip("-"), "MAKE_JOBS": str(jobs),
-                "LK_DEV_PRESENT": "1" if dev_present(target) else "0",
+                "KDEV": "present" if dev_present(target) else "unpack",
                 "LK_FIND_VERMAGIC": "0" if target.labels.get(f"{kernel.LABEL}.vermagic")
                 else "1"}
         base: dict[str, Any] = dict(context=ctx, platform=arch.platform, args=args,
@@ -728,7 +729,7 @@ def build(settings: Settings, request: Request,
                             f"({len(problems)}): {'; '.join(problems)}",
                             "build a kernel with them (inv build --fragment FILE)")
         need, have = facts.get("kernel-compiler", ""), facts.get("builder-compiler", "")
-        if need and need != have:
+        if need and need != have:  # none read from the kernel's own -builder: it built it
             raise UserError(
                 f"kernel {target.ref} was built with {need!r} but {target.builder} has "
                 f"{have or 'no such compiler'!r}",

@@ -225,7 +225,7 @@ class Remote:
                 pass
             ch.recv_exit_status()
             ch.close()
-        except (InfraError, OSError, socket.timeout, paramiko.SSHException):
+        except (InfraError, OSError, socket.timeout, paramiko.SSHException, EOFError):
             pass
         with self.lock:
             self.groups.difference_update(groups)
@@ -251,14 +251,18 @@ class Remote:
                              f"{timeout or 0:.0f}s") from None
         except (OSError, paramiko.SSHException, EOFError) as exc:
             self.stop_all()
-            raise InfraError(cut.format(exc=exc), "nothing was kept; check the network and "
+            raise InfraError(cut.format(exc=str(exc) or "the connection closed"),
+                             "nothing was kept; check the network and "
                              "run the command again") from None
         except BaseException:
             self.stop_all()
             raise
         finally:
             self._done(pgid)
-            ch.close()
+            # On a dead connection close() itself fails (EOFError): that must not replace
+            # the one-line error above.
+            with contextlib.suppress(OSError, paramiko.SSHException, EOFError):
+                ch.close()
 
     def run(self, cmd: str, *, on_line: Callable[[str], None] | None = None,
             check: bool = True, timeout: float | None = None) -> tuple[int, str]:

@@ -420,8 +420,13 @@ class MemoryCap:
 
     def start(self) -> None:
         self.memory_dir.mkdir()
+        self.set_limit(self.limit)
+
+    def set_limit(self, limit: int) -> None:
+        """Change the cap; what runs under it from then on sees the new one."""
         knob = "memory.limit_in_bytes" if self.v1 else "memory.max"
-        (self.memory_dir / knob).write_text(str(self.limit))
+        (self.memory_dir / knob).write_text(str(limit))
+        self.limit = limit
 
     def oom_kills(self) -> int:
         """OOM kills under the cap so far. cgroup v2 counts its descendants' in the cap's

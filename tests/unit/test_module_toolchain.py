@@ -1,8 +1,12 @@
 """Which way a module is compiled, decided from the builder image alone."""
 from __future__ import annotations
 
+import pytest
+
 from recipes import module
 from recipes.arch import resolve
+
+pytestmark = pytest.mark.unit
 
 AMD64, ARM64 = resolve("amd64"), resolve("arm64")
 
@@ -38,6 +42,9 @@ def test_kernel_dev_is_known_present_only_in_the_kernels_own_builder():
     other = dict(labels, **{"org.lkbuild.kernel.hash": "def"})
     assert not module.dev_present(target(AMD64, labels=labels, builder_labels=other))
     assert not module.dev_present(target(AMD64, labels={}, builder_labels={}))
+    no_release = {"org.lkbuild.kernel.hash": "abc"}  # its release is what the module gets
+    assert not module.dev_present(target(AMD64, labels=no_release,
+                                         builder_labels=dict(no_release)))
 
 
 def test_the_vm_runs_the_loader_checks_each_module_and_runs_the_loader_again():

@@ -12,7 +12,9 @@ import pytest
 
 from recipes import fanout, remote, ssh
 from recipes.arch import resolve
-from recipes.errors import UserError
+from recipes.errors import InfraError, UserError
+
+pytestmark = pytest.mark.unit
 
 
 @pytest.mark.parametrize("text,user,host,port", [
@@ -214,3 +216,36 @@ def test_the_longest_chain_prefix_any_candidate_holds_is_what_the_engine_has() -
     assert count(images, ["l1", "l2", "l3"], ["base", "other", "empty", "missing"]) == 2
     assert count(images, ["l9"], ["base"]) == 0
     assert count(images, ["l1", "l2"], []) == 0
+
+
+class DeadChannel:
+    """A channel whose connection died mid-stream: reading and closing both fail, as
+    paramiko's do once the peer's sshd is gone."""
+
+    def __init__(self) -> None:
+        self.sent = [f"{ssh.PID_MARK}4242\n".encode(), b"x" * 10]
+
+    def set_combine_stderr(self, combine: bool) -> None: ...
+
+    def exec_command(self, cmd: str) -> None: ...
+
+    def recv(self, n: int) -> bytes:
+        if self.sent:
+            return self.sent.pop(0)
+        raise EOFError()
+
+    def close(self) -> None:
+        raise EOFError()
+
+
+def test_a_transfer_cut_mid_stream_is_one_error_even_when_closing_fails_too(monkeypatch):
+    host = ssh.Remote(type("Conn", (), {"user": "root", "close": lambda self: None})(),
+                      ssh.parse_host("root@build:22"), 22)
+    monkeypatch.setattr(host, "_channel", DeadChannel)
+    monkeypatch.setattr(host, "stop_all", lambda: None)  # the host is unreachable anyway
+    got = bytearray()
+    with pytest.raises(InfraError) as err:
+        host.recv_stream("docker save x", got.extend)
+    assert err.value.line().startswith(
+        "lkbuild: error: the transfer from root@build:22 was cut (the connection closed)")
+    assert bytes(got) == b"x" * 10 and host.groups == set()
