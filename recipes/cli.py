@@ -779,14 +779,23 @@ def prune(c: Context, build_image: str = "", context: str = "") -> None:
     ui.result(f"freed {freed / 1000**3:.2f} GB")
 
 
-@task(help={"quick": "run only the fast unit tests",
+TEST_TIERS = {"quick": "unit", "ci": "unit or ci", "full": "unit or ci or full"}
+"""pytest markers each tier runs (tests/conftest.py gives every test exactly one of them)."""
+
+
+@task(help={"quick": "only the unit tests (about a minute)",
+            "full": "every test: the CI tier and the full tier (over an hour on 2 cores)",
             "k": "only tests matching this pytest -k expression"})
 @edge
-def test(c: Context, quick: bool = False, k: str = "") -> None:
-    """Run the test suite (unit and integration; --quick for unit only)."""
-    args = [sys.executable, "-m", "pytest", str(ROOT / "tests")]
-    if quick:
-        args += ["-m", "not slow"]
+def test(c: Context, quick: bool = False, full: bool = False, k: str = "") -> None:
+    """Run the unit and CI-tier tests (--quick: unit alone; --full: every tier)."""
+    if quick and full:
+        raise UserError("--quick and --full name two tiers", "give one of them, or neither "
+                                                             "for the CI tier")
+    tier = "quick" if quick else "full" if full else "ci"
+    args = [sys.executable, "-m", "pytest", str(ROOT / "tests"), "-m", TEST_TIERS[tier]]
+    if tier != "quick":  # where the time went, in every log of a run for real
+        args += ["--durations=25"]
     if k:
         args += ["-k", k]
     code = os.spawnv(os.P_WAIT, sys.executable, args)

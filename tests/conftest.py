@@ -17,6 +17,28 @@ from tests.integration.fixtures import (docker_client, hello, kernel_cache,  # n
 from tests.run import Run
 
 ROOT = Path(__file__).resolve().parent.parent
+TIERS = ("unit", "ci", "full")
+"""unit: pure logic, seconds (`inv test --quick`); ci: the real pipeline, each capability once
+(`inv test`, with unit); full: everything else (`inv test --full`)."""
+HANG_GUARD = {"unit": 60, "ci": 900, "full": 900}
+"""Seconds a test may take, setup included, unless it names its own `timeout`: a hang fails
+with the test's name instead of eating the run. Integration tests' guard covers the one cold
+small-kernel build a session fixture may make first; longer tests say their own."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test in exactly one tier, and every test under a hang guard."""
+    wrong = []
+    for item in items:
+        tiers = {m.name for m in item.iter_markers() if m.name in TIERS}
+        if len(tiers) != 1:
+            wrong.append(f"{item.nodeid}: {', '.join(sorted(tiers)) or 'no tier'}")
+            continue
+        if item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(HANG_GUARD[tiers.pop()]))
+    if wrong:
+        raise pytest.UsageError("each test needs exactly one tier marker "
+                                f"({', '.join(TIERS)}):\n  " + "\n  ".join(wrong))
 
 
 @pytest.fixture(autouse=True)

@@ -19,7 +19,7 @@ import pytest
 
 from recipes import arch, buildimage
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.ci
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_REF = "lkbuild/build:bookworm"
@@ -128,15 +128,12 @@ def test_the_cross_compiler_links_a_program_and_the_rootfs_is_trimmed(built):
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_a_second_run_is_a_fast_no_op_that_keeps_the_image(built, engine, tmp_path):
+def test_a_second_run_is_a_no_op_that_keeps_the_image(built, engine, tmp_path):
     before = engine.images.get(DEFAULT_REF).id
-    started = time.monotonic()
     proc = run_lk(clean_env(tmp_path), "bootstrap-image", timeout=60)
-    elapsed = time.monotonic() - started
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == DEFAULT_REF + "\n"
     assert "up to date" in proc.stderr
-    assert elapsed < 10, f"took {elapsed:.1f}s"
     assert engine.images.get(DEFAULT_REF).id == before
     assert not (tmp_path / "cache" / "lkbuild" / "tmp").exists()
 

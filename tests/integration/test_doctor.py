@@ -12,7 +12,7 @@ import pytest
 
 from recipes.resources import jobs_for
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.ci
 
 
 def docker(*args: str) -> str:

@@ -21,7 +21,7 @@ from tests.integration.kernels import (ORG, SESSION, lkbuild, one_error_line, re
                                        small_args)
 from tests.integration.daemons import Registry
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.ci
 PUSH_ORG = f"lkbuild-push-{SESSION}"
 ARCHES = ("amd64", "arm64")
 

@@ -23,7 +23,6 @@ from tests.integration.daemons import (DockerEngine, Registry, SSHServer, free_p
 from tests.integration.kernels import (BUILD_IMAGE, DATA, DEBIAN_SOURCE, ROOT, SESSION, lkbuild,
                                        one_error_line, remove_images)
 
-pytestmark = pytest.mark.slow
 REMOTE_ORG = f"lkbuild-remote-{SESSION}"
 REMOTE_HOME = Path("/root")  # the SSH user of the test hosts is root on this machine
 
@@ -69,6 +68,7 @@ def remote_id(engine: DockerEngine, ref: str) -> str | None:
     return got.stdout.strip() if got.returncode == 0 else None
 
 
+@pytest.mark.full
 def test_two_hosts_build_both_arches_at_once_and_the_images_come_back(
         kernel_cache, kver, small_tree, known_hosts, remote, ssh_server, ssh_server2,
         docker_client):
@@ -100,6 +100,7 @@ def leftover_builds() -> list[str]:
     return sorted(p.name for p in builds.iterdir()) if builds.is_dir() else []
 
 
+@pytest.mark.ci
 def test_a_repeated_remote_build_is_found_there_and_not_run_again(
         kernel_cache, kver, small_tree, known_hosts, remote, ssh_server):
     first = remote_build(kernel_cache, [ssh_server], known_hosts,
@@ -118,6 +119,7 @@ def remote_kernel(kernel_cache, kver, small_tree, known_hosts, remote, ssh_serve
     assert run.code == 0, run.err[-3000:]
 
 
+@pytest.mark.ci
 def test_a_module_is_built_on_the_host_and_its_loader_comes_back_and_loads_in_a_vm(
         kernel_cache, kver, small_tree, known_hosts, remote, ssh_server, docker_client,
         remote_kernel):
@@ -143,6 +145,7 @@ def test_a_module_is_built_on_the_host_and_its_loader_comes_back_and_loads_in_a_
     assert leftover_builds() == []
 
 
+@pytest.mark.ci
 def test_an_unknown_host_key_is_refused_with_its_fingerprint_then_accepted_on_request(
         kernel_cache, small_tree, remote, ssh_server, tmp_path):
     empty = tmp_path / "known_hosts"
@@ -159,6 +162,7 @@ def test_an_unknown_host_key_is_refused_with_its_fingerprint_then_accepted_on_re
     assert empty.read_text() == ssh_server.known_hosts_line()
 
 
+@pytest.mark.ci
 def test_a_changed_host_key_is_refused_even_with_accept_new(kernel_cache, small_tree, remote,
                                                            ssh_server, tmp_path):
     other = SSHServer(tmp_path / "other", remote.host)
@@ -185,6 +189,7 @@ def descendants(pid: int) -> list[str]:
     return found
 
 
+@pytest.mark.full
 def test_ctrl_c_mid_build_leaves_no_remote_process_container_or_build_dir(
         kernel_cache, small_tree, known_hosts, remote, ssh_server, docker_client):
     env = {k: v for k, v in os.environ.items() if not k.startswith("LKBUILD_")}
@@ -232,6 +237,7 @@ def test_ctrl_c_mid_build_leaves_no_remote_process_container_or_build_dir(
     ("root@127.0.0.1:{port}", ["--identity", "{stranger}"], 2, ["refused the login"]),
     ("root@127.0.0.1:{port}", ["--connect-timeout", "0"], 2, ["--connect-timeout"]),
 ])
+@pytest.mark.ci
 def test_bad_remote_input_is_one_line(kernel_cache, small_tree, known_hosts, remote,
                                       ssh_server, tmp_path, host, extra, code, words):
     stranger = tmp_path / "stranger"
@@ -276,6 +282,7 @@ def _answers(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+@pytest.mark.ci
 def test_the_host_fetches_a_url_source_itself_and_checks_it(
         kernel_cache, kver, small_tree, known_hosts, remote, ssh_server, http_source, tmp_path):
     sha = hashlib.sha256(DEBIAN_SOURCE.read_bytes()).hexdigest()
@@ -299,6 +306,7 @@ def test_the_host_fetches_a_url_source_itself_and_checks_it(
     assert not [p for p in here.rglob("*") if p.is_file() and p.stat().st_size > 50_000_000]
 
 
+@pytest.mark.ci
 def test_a_connection_cut_mid_transfer_is_one_error_and_loads_nothing(
         kver, known_hosts, remote, ssh_server, docker_client):
     from recipes import engine as enginemod
@@ -339,6 +347,7 @@ def test_a_connection_cut_mid_transfer_is_one_error_and_loads_nothing(
         docker_client.api.inspect_image(ref)
 
 
+@pytest.mark.ci
 def test_the_layers_this_engine_has_are_not_sent_again(kver, known_hosts, remote, ssh_server,
                                                      docker_client, capsys):
     """The -builder image is the build image (here already) plus the kernel-dev layer: only
@@ -403,6 +412,7 @@ def registry_doc(netns: str, ref: str) -> dict:
     return json.loads(got.stdout)
 
 
+@pytest.mark.full
 def test_the_host_pushes_what_it_built_and_the_indexes_are_written_here(
         kernel_cache, kver, small_tree, remote, remote_kernel, push_site, docker_client,
         tmp_path):

@@ -30,7 +30,7 @@ from recipes.errors import InfraError, UserError, VerifyError
 from recipes.settings import Settings
 from tests.conftest import ROOT
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.ci
 
 VERSION = "6.12.54"
 NAME = f"linux-{VERSION}.tar.xz"

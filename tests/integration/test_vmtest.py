@@ -21,7 +21,7 @@ from recipes.errors import UserError
 from recipes.settings import Settings
 from tests.conftest import alive
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.ci
 
 UNAME = {"amd64": "x86_64", "arm64": "aarch64"}
 TIMEOUT = 90

@@ -4,8 +4,8 @@ costs nothing (no file, image, container or process created or changed).
 The table below is the battery: a case is a task's argv, the setup that makes its input bad,
 the values the error must name and a word of the fix it must give. Each becomes a test named
 by its sentence. Cases that fail before lkbuild asks any engine anything run with an engine
-address where none listens (so reaching an engine would change their error) and stay in the
-quick tier; the others talk to the real engine and are marked slow.
+address where none listens (so reaching an engine would change their error) and are unit tests;
+the others talk to the real engine and are in the CI tier.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ PIN = "0" * 64
 class Case:
     """One bad input. `{s.NAME}` in argv, names and env is a Sandbox attribute; `names` must
     all be in the error's message and `fix` in its hint; `engine` says the run may ask the
-    real engine (slow tier); `xfail` says which defect keeps the case from passing yet."""
+    real engine (CI tier); `xfail` says which defect keeps the case from passing yet."""
 
     name: str
     argv: tuple[str, ...]
@@ -329,8 +329,7 @@ def _test_for(case: Case) -> Callable[[Sandbox, Callable], None]:
 
     test.__name__ = f"test_{case.name}"
     test.__doc__ = f"{case.name.replace('_', ' ').capitalize()}: one line, the fix, no trace."
-    if case.engine:
-        test = pytest.mark.slow(test)
+    test = (pytest.mark.ci if case.engine else pytest.mark.unit)(test)
     if case.xfail:
         test = pytest.mark.xfail(strict=True, reason=case.xfail)(test)
     return test
@@ -341,6 +340,7 @@ for _case in CASES:
     globals()[f"test_{_case.name}"] = _test_for(_case)
 
 
+@pytest.mark.unit
 def test_the_battery_covers_every_task() -> None:
     """Every task that takes input has at least one bad input in the table."""
     tasks = {c.argv[0] for c in CASES}
@@ -350,7 +350,7 @@ def test_the_battery_covers_every_task() -> None:
     assert len(CASES) >= 30
 
 
-@pytest.mark.slow
+@pytest.mark.ci
 def test_a_missing_identity_starts_nothing_on_a_live_build_host(
         sandbox: Sandbox, snapshot: Callable, ssh_server: SSHServer,
         remote_engine: DockerEngine) -> None:
@@ -366,7 +366,7 @@ def test_a_missing_identity_starts_nothing_on_a_live_build_host(
     refused(run, [str(sandbox.home / ".ssh" / "id_gone")], "--identity")
 
 
-@pytest.mark.slow
+@pytest.mark.ci
 def test_a_key_file_of_junk_is_refused_by_a_live_build_host_and_leaves_no_session(
         sandbox: Sandbox, snapshot: Callable, ssh_server: SSHServer,
         remote_engine: DockerEngine) -> None:

@@ -5,9 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from tests.run import Run
 from tests.reliability.conftest import (EngineState, Snapshot, changes, engine_changes,
                                         file_state, refused, split_hint)
+
+pytestmark = pytest.mark.unit
 
 
 def files(root: Path) -> Snapshot:

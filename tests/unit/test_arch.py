@@ -3,6 +3,8 @@ import pytest
 from recipes import arch
 from recipes.errors import UserError
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize("name", ["arm64", "aarch64", "ARM64", "AArch64", " arm64 "])
 def test_every_spelling_of_arm64_resolves_to_arm64(name):

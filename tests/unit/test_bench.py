@@ -1,7 +1,11 @@
 """The goals table `inv bench` prints: every figure read from its benchmark's JSON."""
 from __future__ import annotations
 
+import pytest
+
 from bench.run import GOALS, table
+
+pytestmark = pytest.mark.unit
 
 
 def test_each_goal_is_read_from_its_benchmark_and_compared_its_way():

@@ -19,6 +19,8 @@ from recipes.buildimage import recipe_digest
 from recipes.errors import BuildError, InfraError, UserError
 from recipes.settings import Settings
 
+pytestmark = pytest.mark.unit
+
 AMD64 = arch.resolve("amd64")
 ARM64 = arch.resolve("arm64")
 PKGS = ["build-essential", "bc", "bison", "flex"]

@@ -6,6 +6,8 @@ from recipes import arch, buildx
 from recipes.errors import UserError
 from recipes.settings import Settings
 
+pytestmark = pytest.mark.unit
+
 
 def test_command_for_a_local_output_target():
     b = buildx.Build(context=Path("/ctx"), target="config", platform="linux/arm64",

@@ -7,6 +7,8 @@ from invoke import Context, Exit
 from recipes import cli
 from recipes.errors import UserError
 
+pytestmark = pytest.mark.unit
+
 
 def test_every_task_has_a_one_line_help_and_every_flag_is_documented():
     for name, t in cli.ns.tasks.items():

@@ -3,7 +3,11 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from recipes import context
+
+pytestmark = pytest.mark.unit
 
 
 def test_an_unchanged_file_is_not_rewritten(tmp_path):

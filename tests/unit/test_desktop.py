@@ -14,6 +14,8 @@ from recipes import desktop, kconfig
 from recipes.arch import resolve
 from recipes.errors import UserError
 
+pytestmark = pytest.mark.unit
+
 DESKTOP_VERSION = ("Linux version 6.12.54-linuxkit (root@buildkitsandbox) (gcc (Alpine 14.2.0) "
                    "14.2.0, GNU ld (GNU Binutils) 2.44) #1 SMP PREEMPT Thu Oct 30 10:12:41 UTC "
                    "2025")

@@ -8,6 +8,8 @@ from recipes.diagnose import (CHECKS, DOC, FAILURES, REGENERATE, RULES, Rule, di
                               diagnose_file, markdown)
 from recipes.errors import BuildError, UserError
 
+pytestmark = pytest.mark.unit
+
 ROOT = Path(__file__).resolve().parents[2]
 LOGS = ROOT / "tests" / "data" / "logs"
 

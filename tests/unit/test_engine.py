@@ -11,6 +11,8 @@ from recipes import engine
 from recipes.engine import DEFAULT_HOST, Endpoint, resolve
 from recipes.errors import InfraError, UserError
 
+pytestmark = pytest.mark.unit
+
 
 def add_context(config: Path, name: str, host: str, skip_verify: bool = False) -> Path:
     """A context stored the way the docker CLI stores it."""

@@ -6,6 +6,8 @@ import pytest
 
 from tests.conftest import make_tree
 
+pytestmark = pytest.mark.unit
+
 NO_ENGINE = {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}
 
 

@@ -1,4 +1,8 @@
+import pytest
+
 from recipes import kconfig
+
+pytestmark = pytest.mark.unit
 
 BASE = """\
 CONFIG_A=y

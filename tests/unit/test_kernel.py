@@ -6,6 +6,8 @@ from recipes import arch, kernel
 from recipes.errors import UserError
 from recipes.settings import Settings
 
+pytestmark = pytest.mark.unit
+
 ARM = arch.resolve("arm64")
 
 

@@ -7,6 +7,8 @@ from recipes import matrix
 from recipes.errors import UserError
 from recipes.matrix import Row
 
+pytestmark = pytest.mark.unit
+
 
 def rows(text: str) -> list[tuple]:
     return [(r.line, r.kernel, r.arch, r.module, r.version) for r in matrix.parse(text)]

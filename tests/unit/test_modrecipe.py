@@ -11,6 +11,8 @@ from recipes.errors import UserError
 from recipes.modrecipe import Module
 from recipes.settings import ROOT, Settings
 
+pytestmark = pytest.mark.unit
+
 SHA = "0123456789abcdef" * 4
 GOOD = {"name": "wg", "version": "1.0.2",
         "source": {"url": "https://example.org/wg-1.0.2.tar.xz", "sha256": SHA}}

@@ -17,6 +17,8 @@ from recipes.arch import resolve
 from recipes.errors import BuildError, UserError, VerifyError
 from recipes.modrecipe import Module
 
+pytestmark = pytest.mark.unit
+
 AMD64, ARM64 = resolve("amd64"), resolve("arm64")
 B = module.Built
 REL = "6.12.54-linuxkit"

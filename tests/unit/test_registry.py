@@ -10,6 +10,8 @@ from recipes import push, registry
 from recipes.errors import UserError
 from recipes.registry import Entry, Platform
 
+pytestmark = pytest.mark.unit
+
 AMD64 = Platform("linux", "amd64")
 ARM64 = Platform("linux", "arm64", "v8")
 

@@ -15,6 +15,8 @@ from recipes.settings import Settings
 from recipes.resources import (GiB, MEMORY_PER_JOB, MEMORY_RESERVE, Check, credential_helpers,
                                find_helper, jobs_for, memory_needed)
 
+pytestmark = pytest.mark.unit
+
 
 def test_the_logs_7_75_gib_8_cpu_vm_gets_at_most_3_jobs() -> None:
     assert 1 <= jobs_for(8, int(7.75 * GiB)) <= 3

@@ -9,6 +9,9 @@ from __future__ import annotations
 import ast
 import re
 from pathlib import Path
+import pytest
+
+pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
 ALLOWED = {("recipes/desktop.py", "run_capture")}

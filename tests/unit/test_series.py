@@ -9,6 +9,8 @@ from recipes.series import (BuildInputs, KernelTree, bump_version, parse_build_a
                             parse_version, series_of, start_series)
 from tests.conftest import make_tree
 
+pytestmark = pytest.mark.unit
+
 AMD = arch.resolve("amd64")
 ARM = arch.resolve("arm64")
 

@@ -5,6 +5,8 @@ import pytest
 from recipes.errors import UserError
 from recipes.settings import SETTINGS, Settings, read_config_file
 
+pytestmark = pytest.mark.unit
+
 
 def write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)

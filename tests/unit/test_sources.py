@@ -15,6 +15,8 @@ from recipes import sources
 from recipes.errors import UserError, VerifyError
 from recipes.settings import Settings
 
+pytestmark = pytest.mark.unit
+
 A = "a" * 64
 B = "b" * 64
 C = "0123456789abcdef" * 4

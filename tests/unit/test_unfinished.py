@@ -6,6 +6,10 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.unit
+
 SCRIPT = Path(__file__).parents[2] / "kernel" / "scripts" / "unfinished.sh"
 MARK = ".lkbuild-unfinished"
 

@@ -18,6 +18,8 @@ from recipes.errors import InfraError, UserError
 from recipes.settings import Settings
 from tests.conftest import alive
 
+pytestmark = pytest.mark.unit
+
 AMD64 = arch.resolve("amd64")
 ARM64 = arch.resolve("arm64")
 RELEASE = "6.12.117-linuxkit"

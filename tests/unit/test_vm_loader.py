@@ -1,7 +1,11 @@
 """vm.verdict() when a module loader runs in the VM: its own refusal is the verdict."""
 from __future__ import annotations
 
+import pytest
+
 from recipes import vm
+
+pytestmark = pytest.mark.unit
 
 RELEASE = "6.12.54-linuxkit"
 BOOT = f"""\x1bc\x1b[?7l\x1b[2JSeaBIOS (version 1.16.2-debian-1.16.2-1)
