@@ -45,6 +45,8 @@ echo "lkbuild: make -j$jobs $make_args in $build"
 started=$(date +%s)
 /lkbuild/peak.sh "$out/facts/peak-rss" make O="$build" $make_args -j"$jobs" $goals
 echo "lkbuild: make took $(( $(date +%s) - started )) s"
+# What a rebuild is measured against: how many objects a build of this config holds.
+echo "lkbuild: $(find "$build" -name '*.o' | wc -l) objects in the build dir"
 /lkbuild/unfinished.sh done "$build"
 
 release=$(make -s O="$build" $make_args kernelrelease)

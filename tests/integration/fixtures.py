@@ -28,7 +28,7 @@ def kernel_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     cache = tmp_path_factory.mktemp("kernel-cache")
     yield cache
     remove_images()
-    lkbuild(cache, "prune")  # the session's build dirs and unpacked sources
+    # The shared scope's build dirs stay: they are the user's cache as much as the session's.
 
 
 @pytest.fixture(scope="session")
@@ -81,15 +81,16 @@ def hello(kernel_cache: Path, small_kernel: Callable[[str], dict]) -> Callable[[
 
 
 @pytest.fixture(scope="session")
-def kernel_variant(kernel_cache: Path, kver: str) -> Callable[[str, str], dict]:
-    """The small kernel with a fragment on top (zfs, another localversion), once a session."""
-    built: dict[tuple[str, str], dict] = {}
+def kernel_variant(kernel_cache: Path, kver: str) -> Callable[..., dict]:
+    """The small kernel with fragments on top, merged in order, once a session per arch and
+    fragments."""
+    built: dict[tuple[str, ...], dict] = {}
 
-    def get(arch: str, fragment: str) -> dict:
-        key = (arch, fragment)
+    def get(arch: str, *fragments: str) -> dict:
+        key = (arch, *fragments)
         if key not in built:
-            run = lkbuild(kernel_cache, "build", *small_args(kver, arch), "--fragment",
-                          str(DATA / fragment), "--json")
+            frags = [arg for f in fragments for arg in ("--fragment", str(DATA / f))]
+            run = lkbuild(kernel_cache, "build", *small_args(kver, arch, *frags), "--json")
             assert run.code == 0, run.err[-3000:]
             (built[key],) = run.json()
         return built[key]

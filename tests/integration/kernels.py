@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import io
 import os
+import re
+import signal
 import subprocess
 import sys
 import tarfile
@@ -15,16 +17,27 @@ from pathlib import Path
 
 import pytest
 
+from recipes.settings import BY_NAME
 from tests.run import Run
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data"
 DEBIAN_SOURCE = Path("/usr/src/linux-source-6.12.tar.xz")
 BUILD_IMAGE = "lkbuild/build:bookworm"
-# Each session builds cold in its own cache scope and tags under its own org.
+# Each session tags under its own org.
 SESSION = uuid.uuid4().hex[:8]
 ORG = f"lkbuild-test-{SESSION}"
+SCOPE = BY_NAME["cache_id"].default()
+"""The cache scope of the session's kernel builds: lkbuild's default, the one the user's own
+builds and the README's quick start use. A kernel the quick start built is then found in
+BuildKit's cache, not built again, and its build dir is where incremental builds start. Tags go
+under the session's ORG, so only those are removed when the session ends."""
 UNAME = {"amd64": "x86_64", "arm64": "aarch64"}
+# The one variant kernel: the small config with another localversion (-other), for the
+# loader's refusal and the Desktop target. A localversion recompiles a few objects, so it is
+# built in the shared scope. (The small amd64 config has what OpenZFS needs: zfs builds against
+# the small kernel itself.)
+OTHER_VARIANT = ("other-localversion.fragment",)
 
 
 def source_version() -> str:
@@ -37,11 +50,28 @@ def source_version() -> str:
 
 def lkbuild(cache: Path, *args: str, env: dict[str, str] | None = None,
             timeout: float = 1800, prefix: list[str] | None = None) -> Run:
-    """Run lkbuild as a user would (`prefix`, e.g. nsenter, runs it inside a namespace)."""
-    proc = subprocess.run([*(prefix or []), sys.executable, "-m", "recipes", *args], cwd=ROOT,
-                          env=lkbuild_env(cache, env),
-                          capture_output=True, text=True, timeout=timeout)
-    return Run(proc.returncode, proc.stdout, proc.stderr)
+    """Run lkbuild as a user would (`prefix`, e.g. nsenter, runs it inside a namespace).
+
+    It runs in a session of its own: past `timeout` it gets Ctrl-C, as a user would give it
+    (lkbuild then cancels its build), then the whole session is killed, so no build client it
+    started outlives the test and slows the ones after it."""
+    proc = subprocess.Popen([*(prefix or []), sys.executable, "-m", "recipes", *args], cwd=ROOT,
+                            env=lkbuild_env(cache, env), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        for sig, wait in ((signal.SIGINT, 60), (signal.SIGKILL, None)):
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                proc.communicate(timeout=wait)
+            except subprocess.TimeoutExpired:
+                pass
+        raise
+    return Run(proc.returncode, out, err)
 
 
 def lkbuild_env(cache: Path, env: dict[str, str] | None = None) -> dict[str, str]:
@@ -50,7 +80,7 @@ def lkbuild_env(cache: Path, env: dict[str, str] | None = None) -> dict[str, str
     full = {k: v for k, v in os.environ.items() if not k.startswith("LKBUILD_")}
     full.update({"LKBUILD_CACHE_DIR": str(cache), "LKBUILD_ORG": ORG,
                  "LKBUILD_BUILD_IMAGE": BUILD_IMAGE, "LKBUILD_MIN_FREE_GB": "5",
-                 "LKBUILD_CACHE_ID": f"test-{SESSION}",
+                 "LKBUILD_CACHE_ID": SCOPE,
                  "LKBUILD_CONFIG": str(cache / "no-config.yaml"), "NO_COLOR": "1",
                  "PYTHONPATH": str(ROOT)})
     full.update(env or {})
@@ -60,6 +90,23 @@ def lkbuild_env(cache: Path, env: dict[str, str] | None = None) -> dict[str, str
 def small_args(version: str, arch: str, *extra: str) -> list[str]:
     return ["--version", version, "--arch", arch, "--source", str(DEBIAN_SOURCE),
             "--config", str(DATA / f"small-{UNAME[arch]}.config"), *extra]
+
+
+def config_body(text: str | bytes) -> str:
+    """A .config without kconfig's "# Linux/ARCH VERSION Kernel Configuration" stamp: the
+    shipped test configs are made once, and the source's point release moves under them."""
+    if isinstance(text, bytes):
+        text = text.decode()
+    return re.sub(r"^# Linux/\S+ \S+ Kernel Configuration$", "# Linux", text, count=1,
+                  flags=re.M)
+
+
+def objects_in(log: str) -> int:
+    """The objects the build dir held after make (compile.sh says), what rebuilds are
+    measured against."""
+    found = re.findall(r"lkbuild: (\d+) objects in the build dir", log)
+    assert found, "the log has no object count: the compile step did not run"
+    return int(found[-1])
 
 
 def remove_images(org: str = ORG) -> None:

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.integration.kernels import DATA, SESSION, lkbuild, one_error_line, small_args
+from tests.integration.kernels import (DATA, OTHER_VARIANT, SESSION, lkbuild, one_error_line,
+                                      small_args)
 
-pytestmark = pytest.mark.slow
-TARGET_FRAGMENT = "other-localversion.fragment"  # -other, with /proc/config.gz
 RANDSTRUCT_FRAGMENT = "randstruct.fragment"  # -rs, RANDSTRUCT_FULL through the GCC plugin
 
 
+@pytest.mark.ci
 def test_detect_on_the_local_engine_equals_docker_info_and_the_engine_hosts_config(
         kernel_cache, docker_client):
     run = lkbuild(kernel_cache, "detect", "--json")
@@ -35,6 +35,7 @@ def test_detect_on_the_local_engine_equals_docker_info_and_the_engine_hosts_conf
             if c.labels.get("org.lkbuild.detect")] == [], "the capture container was left"
 
 
+@pytest.mark.ci
 def test_privileged_detect_on_an_engine_that_is_not_desktop_says_so_and_goes_on(kernel_cache):
     run = lkbuild(kernel_cache, "detect", "--privileged", "--json")
     assert run.code == 0, run.err[-2000:]
@@ -60,7 +61,7 @@ def target(kernel_cache, kver, small_kernel, kernel_variant, tmp_path_factory
            ) -> tuple[dict, Path]:
     """The simulated target booted in qemu; capture.sh's console output saved as a profile."""
     small_kernel("amd64")  # the session's cold build comes first: others measure against it
-    kernel = kernel_variant("amd64", TARGET_FRAGMENT)
+    kernel = kernel_variant("amd64", *OTHER_VARIANT)
     log = capture_in_vm(kernel_cache, kernel["refs"][0])
     profile = tmp_path_factory.mktemp("target") / "target.yaml"
     run = lkbuild(kernel_cache, "detect", "--from-dir", str(log), "--save",
@@ -69,6 +70,7 @@ def target(kernel_cache, kver, small_kernel, kernel_variant, tmp_path_factory
     return kernel, profile
 
 
+@pytest.mark.ci
 def test_the_capture_in_the_vm_becomes_a_profile_of_that_kernel(target, docker_client):
     kernel, profile = target
     doc = yaml.safe_load(profile.read_text())
@@ -80,6 +82,7 @@ def test_the_capture_in_the_vm_becomes_a_profile_of_that_kernel(target, docker_c
     assert "CONFIG_LOCALVERSION=\"-other\"" in doc["config"]
 
 
+@pytest.mark.ci
 def test_a_profile_build_gives_a_module_that_loads_in_the_target_vm(
         kernel_cache, kver, target, docker_client):
     kernel, profile = target
@@ -100,6 +103,7 @@ def test_a_profile_build_gives_a_module_that_loads_in_the_target_vm(
     assert boot.json()["passed"] is True
 
 
+@pytest.mark.ci
 def test_the_profile_gate_refuses_a_kernel_of_another_localversion(
         kernel_cache, kver, target, small_kernel, hello):
     _, profile = target
@@ -120,6 +124,7 @@ def test_the_profile_gate_refuses_a_kernel_of_another_localversion(
     (["--context", "no-such-context"], ["no-such-context"]),
     (["--from-dir", "{empty}"], ["not an lkbuild capture"]),
 ])
+@pytest.mark.ci
 def test_bad_detect_input_is_one_line(kernel_cache, tmp_path, args, words):
     empty = tmp_path / "empty.log"
     empty.write_text("a console without a capture\n")
@@ -131,6 +136,7 @@ def test_bad_detect_input_is_one_line(kernel_cache, tmp_path, args, words):
     assert run.out == ""
 
 
+@pytest.mark.ci
 def test_a_profile_of_another_arch_or_a_corrupt_one_is_refused(kernel_cache, kver, target,
                                                               tmp_path):
     _, profile = target
@@ -145,6 +151,7 @@ def test_a_profile_of_another_arch_or_a_corrupt_one_is_refused(kernel_cache, kve
 SEED = "5eed" * 16
 
 
+@pytest.mark.full
 def test_a_randstruct_target_is_built_with_its_seed_and_its_module_loads_there(
         kernel_cache, kver, tmp_path):
     """A RANDSTRUCT target whose seed is known: lkbuild's seed writer makes it (the vermagic

@@ -19,14 +19,14 @@ import pytest
 from recipes.arch import host
 
 from tests.conftest import make_tree
-from tests.integration.kernels import (DATA, ORG, ROOT, SESSION, image_files, labels, lkbuild,
-                                       small_args)
+from tests.integration.kernels import (DATA, ORG, ROOT, SCOPE, SESSION, UNAME, config_body,
+                                      image_files, labels, lkbuild, objects_in, small_args)
 
-pytestmark = pytest.mark.slow
 
 
 @pytest.mark.parametrize("arch,magic,platform", [("amd64", None, "amd64"),
                                                  ("arm64", b"\x1f\x8b", "arm64")])
+@pytest.mark.ci
 def test_small_kernel_has_the_linuxkit_layout_and_labels(small_kernel, kver, arch, magic,
                                                          platform):
     result = small_kernel(arch)
@@ -66,9 +66,11 @@ def test_small_kernel_has_the_linuxkit_layout_and_labels(small_kernel, kver, arc
     assert lab["org.lkbuild.kernel.hash"] == result["hash"]
     assert lab["org.lkbuild.kernel.arch"] == arch
     assert docker.from_env().images.get(ref).attrs["Architecture"] == platform
-    assert files["config"] == (DATA / f"small-{'x86_64' if arch == 'amd64' else 'aarch64'}.config").read_bytes()
+    assert config_body(files["config"]) == config_body(
+        (DATA / f"small-{UNAME[arch]}.config").read_bytes())
 
 
+@pytest.mark.ci
 @pytest.mark.parametrize("arch", ["amd64", "arm64"])
 def test_builder_image_compiles_a_module_whose_vermagic_matches_the_kernel(small_kernel, arch):
     result = small_kernel(arch)
@@ -86,28 +88,32 @@ def test_builder_image_compiles_a_module_whose_vermagic_matches_the_kernel(small
     assert out.decode().strip() == labels(result["refs"][0])["org.lkbuild.kernel.vermagic"]
 
 
-def test_an_unchanged_build_is_skipped_in_under_two_seconds(small_kernel, kernel_cache, kver):
+@pytest.mark.ci
+def test_an_unchanged_build_is_skipped_and_names_the_image_it_kept(small_kernel, kernel_cache,
+                                                                  kver):
+    # How fast the skip is, is a benchmark figure (bench/), not a test's.
     first = small_kernel("amd64")
-    started = time.monotonic()
     run = lkbuild(kernel_cache, "build", *small_args(kver, "amd64"), "--json")
-    elapsed = time.monotonic() - started
     assert run.code == 0, run.err
     (again,) = run.json()
     assert again["skipped"], (again, first)
     assert again["image_id"] == first["image_id"]
     assert again["refs"] == first["refs"]
     assert "up to date" in run.err
-    assert elapsed < 2.0, elapsed
 
 
 def compile_count(log: str) -> int:
     return len(re.findall(r"^\S+ \d+\.\d+ +CC +", log, re.M))
 
 
+@pytest.mark.ci
 def test_a_one_symbol_fragment_rebuilds_a_fraction_of_the_tree(small_kernel, kernel_cache,
                                                              kver, tmp_path):
     cold = small_kernel("amd64")
-    cold_log = Path(cold["log"]).read_text() if cold["log"] else ""
+    # The build dir is shared with whatever was built last for this version and arch: the
+    # small config, compiled again where it differs, is what the fragment is measured from.
+    base = lkbuild(kernel_cache, "buildplainkernel", *small_args(kver, "amd64"), "--force")
+    assert base.code == 0, base.err[-3000:]
     frag = tmp_path / "printk-time.fragment"
     frag.write_text("CONFIG_PRINTK_TIME=y\n")
     run = lkbuild(kernel_cache, "buildplainkernel", *small_args(kver, "amd64"),
@@ -117,12 +123,13 @@ def test_a_one_symbol_fragment_rebuilds_a_fraction_of_the_tree(small_kernel, ker
     assert not result["skipped"] and result["hash"] != cold["hash"]
     files = image_files(result["refs"][0])
     assert b"CONFIG_PRINTK_TIME=y" in files["config"]
-    rebuilt = compile_count(Path(result["log"]).read_text())
-    cold_count = compile_count(cold_log)
-    assert cold_count > 300, "the session's first build was not cold"
-    assert 0 < rebuilt < 0.15 * cold_count, (rebuilt, cold_count)
+    log = Path(result["log"]).read_text()
+    rebuilt, objects = compile_count(log), objects_in(log)
+    assert objects > 300, "the build dir holds no whole kernel"
+    assert 0 < rebuilt < 0.15 * objects, (rebuilt, objects)
 
 
+@pytest.mark.ci
 def test_force_runs_the_steps_again_and_keeps_the_cache_mount(small_kernel, kernel_cache,
                                                                kver):
     """--force re-runs the compile without BuildKit's --no-cache, which would empty the
@@ -136,9 +143,10 @@ def test_force_runs_the_steps_again_and_keeps_the_cache_mount(small_kernel, kern
     log = Path(forced["log"]).read_text()
     assert "lkbuild: make -j" in log, "the compile step did not run again"
     assert "lkbuild: unpacking" not in log, "the cache mount was emptied"
-    assert compile_count(log) < 0.15 * compile_count(Path(cold["log"]).read_text())
+    assert compile_count(log) < 0.15 * objects_in(log)
 
 
+@pytest.mark.ci
 def test_a_non_final_config_stops_before_compiling_and_names_the_symbols(kernel_cache, kver,
                                                                        tmp_path):
     config = tmp_path / "not-final.config"
@@ -156,6 +164,7 @@ def test_a_non_final_config_stops_before_compiling_and_names_the_symbols(kernel_
     assert run.out == ""
 
 
+@pytest.mark.ci
 def test_a_patch_that_does_not_apply_is_named_with_its_hunk(kernel_cache, kver, tmp_path):
     tree = tmp_path / "kernel"
     series = tree / "6.12.x"
@@ -174,12 +183,13 @@ def test_a_patch_that_does_not_apply_is_named_with_its_hunk(kernel_cache, kver, 
     assert "Hunk #1 FAILED" in last and "log: " in last
 
 
+@pytest.mark.ci
 def test_ctrl_c_during_a_build_leaves_no_build_process_or_image(kernel_cache, kver, tmp_path):
     frag = tmp_path / "interrupt.fragment"
     frag.write_text("CONFIG_LOCALVERSION=\"-interrupt\"\n")  # forces a recompile
     env = {k: v for k, v in os.environ.items() if not k.startswith("LKBUILD_")}
     env.update({"LKBUILD_CACHE_DIR": str(kernel_cache), "LKBUILD_ORG": ORG,
-                "LKBUILD_CACHE_ID": f"test-{SESSION}",
+                "LKBUILD_CACHE_ID": SCOPE,
                 "LKBUILD_BUILD_IMAGE": "lkbuild/build:bookworm", "LKBUILD_MIN_FREE_GB": "5",
                 "LKBUILD_CONFIG": str(kernel_cache / "none.yaml")})
     proc = subprocess.Popen([sys.executable, "-m", "recipes", "buildplainkernel",
@@ -222,6 +232,7 @@ def test_ctrl_c_during_a_build_leaves_no_build_process_or_image(kernel_cache, kv
     (["--version", "6.12.54", "--arch", "amd64", "--kernel-dir", "{tree}/nope"],
      "does not exist"),
 ])
+@pytest.mark.ci
 def test_bad_build_input_is_one_line_and_builds_nothing(kernel_cache, args, needle, tmp_path):
     tree = make_tree(tmp_path / "kernel")
     run = lkbuild(kernel_cache, "buildplainkernel", *[a.format(tree=tree) for a in args])
@@ -237,6 +248,7 @@ def test_bad_build_input_is_one_line_and_builds_nothing(kernel_cache, args, need
     ([], {"LKBUILD_MIN_FREE_GB": "100000"}, "100000 GB"),
     ([], {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}, "cannot connect to the Docker engine"),
 ])
+@pytest.mark.ci
 def test_preflight_refuses_before_starting(kernel_cache, kver, extra, env, needle):
     run = lkbuild(kernel_cache, "buildplainkernel", *small_args(kver, "amd64"), "--force",
                   *extra, env=env)
@@ -245,6 +257,7 @@ def test_preflight_refuses_before_starting(kernel_cache, kver, extra, env, needl
     assert "Traceback" not in run.err
 
 
+@pytest.mark.ci
 def test_kconfig_saves_a_config_that_builds_agree_is_final_and_prune_frees_its_scope(
         kernel_cache, kver, tmp_path, small_kernel):
     small_kernel("amd64")  # the session's tree of this source, in another scope
@@ -256,7 +269,7 @@ def test_kconfig_saves_a_config_that_builds_agree_is_final_and_prune_frees_its_s
     run = lkbuild(kernel_cache, *args, env=scope)
     assert run.code == 0, run.err[-2000:]
     assert run.out.strip() == str(target)
-    assert target.read_text() == (DATA / "small-x86_64.config").read_text()
+    assert config_body(target.read_text()) == config_body((DATA / "small-x86_64.config").read_text())
     # The scope's tree is a hard-link copy of one another scope holds (the session's, or any
     # other tree of this source: it is the same for every arch), not a second unpack.
     linked = rf"source tree \S+ linked from \S+-{re.escape(kver)}-(amd64|arm64)"
@@ -275,6 +288,7 @@ def test_kconfig_saves_a_config_that_builds_agree_is_final_and_prune_frees_its_s
     assert lkbuild(kernel_cache, "prune", env=scope).code == 0
 
 
+@pytest.mark.ci
 def test_kconfig_refuses_a_fragment_that_does_not_stick(kernel_cache, kver, tmp_path):
     frag = tmp_path / "bad.fragment"
     frag.write_text("CONFIG_SERIAL_8250_CONSOLE=y\n# CONFIG_SERIAL_8250 is not set\n")
@@ -284,6 +298,7 @@ def test_kconfig_refuses_a_fragment_that_does_not_stick(kernel_cache, kver, tmp_
     assert "CONFIG_SERIAL_8250_CONSOLE: y -> not set" in run.err_lines[-1]
 
 
+@pytest.mark.full
 def test_the_debug_kernel_has_its_release_fragment_and_vmlinux(kernel_cache, kver,
                                                               small_kernel):
     """A build dir of its own (a compile from scratch), but the UAPI headers, which depend on
@@ -293,7 +308,8 @@ def test_the_debug_kernel_has_its_release_fragment_and_vmlinux(kernel_cache, kve
     assert run.code == 0, run.err[-3000:]
     (result,) = run.json()
     log = Path(result["log"]).read_text()
-    assert compile_count(log) > 300, "the debug kernel did not compile in a build dir of its own"
+    assert re.search(rf"^\S+ \S+ lkbuild: make -j\d+ .* in \S+-{kver}-amd64-dbg$", log, re.M), \
+        "the debug kernel did not compile in a build dir of its own"
     assert "HDRINST" not in log, "the UAPI headers of this source and arch were made again"
     assert result["release"] == f"{kver}-linuxkit-dbg"
     assert re.fullmatch(rf"{ORG}/kernel:{kver}-dbg-[0-9a-f]{{16}}-amd64", result["refs"][0])

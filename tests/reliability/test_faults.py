@@ -34,26 +34,21 @@ import requests
 from tests.run import Run
 from tests.integration.daemons import (DockerEngine, Link, Registry, SSHServer, Tmpfs,
                                       serve_ssh)
-from tests.integration.kernels import (BUILD_IMAGE, DEBIAN_SOURCE, ROOT, SESSION, image_files,
-                                       labels, lkbuild, lkbuild_env, one_error_line,
-                                       remove_images, small_args)
+from tests.integration.kernels import (BUILD_IMAGE, DEBIAN_SOURCE, ROOT, SCOPE, SESSION,
+                                      image_files, labels, lkbuild, lkbuild_env, objects_in,
+                                      one_error_line, remove_images, small_args)
 from tests.reliability.conftest import (Snapshot, changes, processes, refused,
                                          session_members, take)
 
-pytestmark = pytest.mark.slow
 
 FAULTS = f"lkbuild-faults-{SESSION}"
 """Each test tags under an org of its own below this one (not one of the orgs the snapshot
 leaves out as other runs'), so what a faulted run tagged is seen and nothing it finds there
 is another test's."""
-SCOPE = f"test-{SESSION}"  # the test run's cache scope (tests/integration/kernels.py)
 HOST_KEY = f"faults-{SESSION}"
 HOST_SCOPE = {"LKBUILD_CACHE_ID": HOST_KEY}
 """The scope of every build on the second engine: a build dir of these tests' own there, so
 the interrupted remote build is cold whatever test_remote built on that engine before."""
-COLD_FLOOR = 300
-"""CC lines of a cold build of the small config at least (test_kernel_build checks it), for
-when the test run's small kernel was built before this module and its log is not at hand."""
 CC = re.compile(r"^#\d+ \d+\.\d+ +CC(?: \[M\])? +(\S+)\s*$", re.M)
 INTERRUPTED = "lkbuild: interrupted"
 
@@ -249,12 +244,6 @@ def repaired(log: str) -> int:
     return int(found.group(1))
 
 
-def cold_count(small: dict) -> int:
-    """CC lines of the small kernel's cold build, which a rerun must stay far below."""
-    log = Path(small["log"]) if small.get("log") else None
-    return len(compiled(log.read_text())) if log and log.is_file() else COLD_FLOOR
-
-
 def assert_interrupted(run: Run) -> None:
     """Ctrl-C's outcome: `lkbuild: interrupted` last, exit 130, no error line, no traceback."""
     everything = run.out + run.err
@@ -279,6 +268,7 @@ def fragment(tmp: Path, name: str) -> Path:
 
 # --- 1. Ctrl-C in a local compile -------------------------------------------------------------
 
+@pytest.mark.ci
 def test_ctrl_c_in_a_local_compile_leaves_nothing_and_the_rerun_goes_on_where_it_stopped(
         small_kernel, kernel_cache, kver, docker_client, tmp_path):
     """test_kernel_build's test_ctrl_c_during_a_build_leaves_no_build_process_or_image proves
@@ -317,7 +307,7 @@ def test_ctrl_c_in_a_local_compile_leaves_nothing_and_the_rerun_goes_on_where_it
     assert "lkbuild: unpacking" not in log, "the source tree was unpacked again"
     repaired(log)
     done, redone = set(compiled(run.err)), compiled(log)
-    assert len(redone) < 0.15 * cold_count(base), (len(redone), cold_count(base))
+    assert len(redone) < 0.15 * objects_in(log), (len(redone), objects_in(log))
     assert len(done & set(redone)) <= 4, f"compiled again: {sorted(done & set(redone))}"
     assert result["release"] == f"{kver}-ctrl-c"
     assert docker_client.api.inspect_image(f"{name}/kernel:{moving}")["Id"] == \
@@ -326,6 +316,7 @@ def test_ctrl_c_in_a_local_compile_leaves_nothing_and_the_rerun_goes_on_where_it
 
 # --- 7. two builds of one kernel at once ------------------------------------------------------
 
+@pytest.mark.ci
 def test_two_builds_of_one_kernel_at_once_wait_for_each_other_and_end_with_one_image(
         small_kernel, kernel_cache, kver, docker_client, tmp_path):
     """The same version, arch, config and cache id twice at once, as from two terminals: the
@@ -369,6 +360,7 @@ def test_two_builds_of_one_kernel_at_once_wait_for_each_other_and_end_with_one_i
     assert boot.json()["passed"] is True
 
 
+@pytest.mark.ci
 def test_a_build_of_the_other_arch_does_not_wait_for_a_running_one(
         small_kernel, kernel_cache, kver, tmp_path):
     """Only builds of the same kernel share a staged context and its lock: an arm64 build
@@ -398,6 +390,7 @@ def test_a_build_of_the_other_arch_does_not_wait_for_a_running_one(
 
 # --- 4. a cache dir on a full filesystem ------------------------------------------------------
 
+@pytest.mark.ci
 def test_a_cache_dir_on_a_small_filesystem_is_refused_and_the_rerun_reuses_the_build(
         small_kernel, kver, tmp_path):
     """The cache dir on a 64 MB tmpfs (the real disk has room: only the mount can fail the
@@ -472,6 +465,7 @@ def full_digest(cache: Path, start: str) -> str:
     return str(digest)
 
 
+@pytest.mark.ci
 def test_a_registry_killed_mid_push_moves_no_tag_and_the_rerun_sends_only_the_rest(
         small_kernel, kernel_cache, kver, registry, docker_client, tmp_path):
     """test_push's test_a_registry_that_went_down_is_one_line stops the registry before the
@@ -602,6 +596,7 @@ def remote_ids(engine: DockerEngine, refs: Sequence[str]) -> dict[str, str | Non
     return out
 
 
+@pytest.mark.full
 def test_ctrl_c_in_a_remote_build_leaves_nothing_there_or_here_and_the_rerun_reuses_the_hosts_tree(
         kernel_cache, kver, remote_engine, build_host, known, remote_home, tmp_path):
     """test_remote's test_ctrl_c_mid_build_leaves_no_remote_process_container_or_build_dir
@@ -654,6 +649,7 @@ def remote_kernel(kernel_cache, kver, remote_engine, build_host, known, tmp_path
     return row
 
 
+@pytest.mark.full
 def test_an_ssh_link_cut_while_an_image_comes_back_loads_nothing_and_the_rerun_fetches_it(
         small_kernel, kernel_cache, kver, remote_engine, remote_kernel, slow_host, known,
         remote_home, docker_client, tmp_path):
@@ -727,6 +723,7 @@ def test_an_ssh_link_cut_while_an_image_comes_back_loads_nothing_and_the_rerun_f
 
 # --- 5. the engine stopped mid-compile --------------------------------------------------------
 
+@pytest.mark.full
 def test_an_engine_stopped_mid_compile_is_one_error_and_once_it_is_back_the_rerun_reuses_its_tree(
         kernel_cache, kver, remote_engine, remote_kernel, tmp_path):
     """A build against the second engine (DOCKER_HOST at it) whose dockerd gets SIGTERM by pid
@@ -764,6 +761,6 @@ def test_an_engine_stopped_mid_compile_is_one_error_and_once_it_is_back_the_reru
     log = Path(result["log"]).read_text()
     assert "lkbuild: unpacking" not in log, "the engine's source tree was unpacked again"
     repaired(log)
-    assert len(compiled(log)) < 0.15 * COLD_FLOOR, len(compiled(log))
+    assert len(compiled(log)) < 0.15 * objects_in(log), (len(compiled(log)), objects_in(log))
     assert result["release"] == f"{kver}-engine"
     assert remote_ids(remote_engine, [moving])[moving] == result["image_id"]
