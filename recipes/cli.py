@@ -15,7 +15,9 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-from invoke import Collection, Context, Exit, Program, task
+from invoke import Collection, Context, Exit, Program, Task
+from invoke import task as invoke_task
+from invoke.parser import Argument
 
 from . import arch as archmod
 from . import series as seriesmod
@@ -25,6 +27,41 @@ from .settings import ROOT, Settings
 
 KERNEL_DIR_HELP = "kernel tree in linuxkit's layout (default: setting kernel_dir)"
 JSON_HELP = "print JSON on stdout instead of a table"
+
+
+USAGE_HINT = "`lkbuild --list` lists the tasks, `lkbuild -h TASK` a task's flags"
+
+
+def whole_number_error(flag: str, value: str) -> Exit:
+    return Exit(f"lkbuild: error: {flag} takes a whole number, got {value!r} "
+                f"(give digits only after {flag}; {USAGE_HINT})", 2)
+
+
+class CheckedFlag(Argument):
+    """A task flag whose value is checked as it is parsed.
+
+    Invoke casts a typed flag's value (`--jobs lots` through int()) while it parses, before
+    any task runs, so no task can catch the failure, and `inv` prints it as a traceback.
+    Here it is lkbuild's one usage line, the same under `inv` and `lkbuild`."""
+
+    def set_value(self, value: Any, cast: bool = True) -> None:
+        try:
+            super().set_value(value, cast)
+        except (TypeError, ValueError):
+            raise whole_number_error(f"--{self.names[0]}", str(value)) from None
+
+
+class CheckedTask(Task):
+    """Invoke's Task with CheckedFlag arguments."""
+
+    def get_arguments(self, ignore_unknown_help: bool | None = None) -> list[Argument]:
+        args = super().get_arguments(ignore_unknown_help)
+        for arg in args:
+            arg.__class__ = CheckedFlag
+        return args
+
+
+task = functools.partial(invoke_task, klass=CheckedTask)
 
 
 def edge(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -822,26 +859,9 @@ ns = Collection(config, list_, add_kernel, fetch, doctor, bootstrap_image, build
 ns.configure({"run": {"echo": False}})
 
 
-USAGE_HINT = "`lkbuild --list` lists the tasks, `lkbuild -h TASK` a task's flags"
-
-
-def usage_error(argv: list[str], exc: Exception) -> Exit:
-    """A command line Invoke could not parse, as lkbuild's one error line (exit 2).
-
-    Invoke casts flag values while it parses (`--jobs abc` fails in int()) and reports that
-    with a traceback; the value is found again in argv to name the flag it was given to.
-    """
+def usage_error(exc: Exception) -> Exit:
+    """A command line Invoke could not parse, as lkbuild's one error line (exit 2)."""
     text = " ".join(str(exc).split())
-    if isinstance(exc, ValueError):
-        found = re.search(r"invalid literal for int\(\) with base 10: (.*)$", text)
-        value = found.group(1).strip("'\"") if found else ""
-        flag = next((a.split("=", 1)[0] for a in argv if a.startswith("-")
-                     and a.endswith(f"={value}")), "")
-        if not flag:
-            flag = next((prev for prev, arg in zip(argv, argv[1:])
-                         if arg == value and prev.startswith("-")), "a flag")
-        return Exit(f"lkbuild: error: {flag} takes a whole number, got {value!r} "
-                    f"(give digits only after {flag}; {USAGE_HINT})", 2)
     text = re.sub(r"Flag <Argument: ([\w-]+)[^>]*>",
                   lambda m: "flag --" + m.group(1).replace("_", "-"), text)
     return Exit(f"lkbuild: error: {text} ({USAGE_HINT})", 2)
@@ -855,8 +875,8 @@ class LkbuildProgram(Program):
 
         try:
             super().parse_tasks()
-        except (ParseError, ValueError) as exc:
-            raise usage_error(list(self.core.unparsed), exc) from None
+        except ParseError as exc:
+            raise usage_error(exc) from None
 
 
 def main() -> None:

@@ -281,6 +281,10 @@ def make_kernel_tree(root: Path) -> Path:
     return root
 
 
+ENTRY_POINTS = {"lkbuild": ["recipes"], "inv": ["invoke", "--search-root", str(ROOT)]}
+"""The two programs that run lkbuild's tasks, as `python -m` arguments."""
+
+
 @dataclass
 class Sandbox:
     """One case's own dirs (home, cache, temp, inputs) and the lkbuild runs made in them."""
@@ -337,10 +341,14 @@ class Sandbox:
         return env
 
     def lkbuild(self, *argv: str, engine: bool = False, env: Mapping[str, str] | None = None,
-                timeout: float = 120) -> Run:
-        """Run lkbuild as the leader of its own session and check it left no process."""
+                timeout: float = 120, entry: str = "lkbuild") -> Run:
+        """Run lkbuild as the leader of its own session and check it left no process.
+
+        `entry` is the program a user types: `lkbuild` (the console script) or `inv` (Invoke
+        with this checkout's tasks.py)."""
         full = {**self.base_env(engine), **(env or {})}
-        proc = subprocess.Popen([sys.executable, "-m", "recipes", *argv], cwd=self.work,
+        proc = subprocess.Popen([sys.executable, "-m", *ENTRY_POINTS[entry], *argv],
+                                cwd=self.work,
                                 env=full, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, start_new_session=True)
         try:

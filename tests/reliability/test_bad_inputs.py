@@ -16,7 +16,8 @@ from typing import Callable, Mapping
 import pytest
 
 from tests.integration.daemons import DockerEngine, SSHServer
-from tests.reliability.conftest import VERSION, Sandbox, refused
+from tests.run import Run
+from tests.reliability.conftest import ENTRY_POINTS, VERSION, Sandbox, refused
 
 Setup = Callable[[Sandbox], None]
 JUNK = bytes(range(256)) * 8  # binary junk: NULs, control bytes, invalid UTF-8
@@ -27,7 +28,10 @@ PIN = "0" * 64
 class Case:
     """One bad input. `{s.NAME}` in argv, names and env is a Sandbox attribute; `names` must
     all be in the error's message and `fix` in its hint; `engine` says the run may ask the
-    real engine (CI tier); `xfail` says which defect keeps the case from passing yet."""
+    real engine (CI tier); `parser` says Invoke's parser refuses it before any lkbuild code
+    runs, so under `inv`, whose program is Invoke's own, the one line is Invoke's (no
+    `lkbuild: error:` prefix, exit 1); `xfail` says which defect keeps the case from passing
+    yet."""
 
     name: str
     argv: tuple[str, ...]
@@ -36,6 +40,7 @@ class Case:
     setup: Setup | None = None
     env: Mapping[str, str] = field(default_factory=dict)
     engine: bool = False
+    parser: bool = False
     xfail: str = ""
 
 
@@ -141,7 +146,7 @@ CASES: tuple[Case, ...] = (
          ("--jobs", "-1"), "--jobs 4"),
     Case("an_unknown_flag_is_refused",
          ("push", "--version", VERSION, "--regsitry", "127.0.0.1:5000"), ("'--regsitry'",),
-         "lkbuild -h TASK"),
+         "lkbuild -h TASK", parser=True),
     Case("a_builders_mapping_without_a_context_is_refused_before_the_source_is_read",
          ("build", "--version", VERSION, "--arch", "amd64", *KD, *SRC, "--builders", "arm64"),
          ("'arm64'",), "PLATFORM=CONTEXT"),
@@ -318,9 +323,25 @@ def check(case: Case, sandbox: Sandbox, snapshot: Callable) -> None:
         case.setup(sandbox)
     argv = [fill(a, sandbox) for a in case.argv]
     env = {k: fill(v, sandbox) for k, v in case.env.items()}
-    with snapshot(sandbox.root):
-        run = sandbox.lkbuild(*argv, engine=case.engine, env=env)
-    refused(run, [fill(n, sandbox) for n in case.names], case.fix)
+    names = [fill(n, sandbox) for n in case.names]
+    lines = {}
+    for entry in ENTRY_POINTS:  # lkbuild, then inv: the same line and code from both
+        with snapshot(sandbox.root):
+            run = sandbox.lkbuild(*argv, engine=case.engine, env=env, entry=entry)
+        if entry == "inv" and case.parser:
+            invokes_own(run, names)
+            continue
+        lines[entry] = (run.code, refused(run, names, case.fix))
+    if not case.parser:
+        assert lines["inv"] == lines["lkbuild"], lines
+
+
+def invokes_own(run: Run, names: list[str]) -> None:
+    """Invoke's parser refused the command line in one line of its own, naming the input."""
+    assert run.code != 0 and run.out == "", run.out + run.err
+    assert "Traceback" not in run.err and len(run.err.strip().splitlines()) == 1, run.err
+    for name in names:
+        assert name in run.err, run.err
 
 
 def _test_for(case: Case) -> Callable[[Sandbox, Callable], None]:
@@ -382,3 +403,19 @@ def test_a_key_file_of_junk_is_refused_by_a_live_build_host_and_leaves_no_sessio
         run = sandbox.lkbuild(*argv)
         assert not ssh_server.session_pids()
     refused(run, [str(key)], "--identity")
+
+
+def whole_number_flags() -> list[tuple[str, str]]:
+    """(task, --flag) for every flag of every task that takes a whole number."""
+    from recipes.cli import ns
+
+    return [(name, f"--{arg.names[0]}") for name, task in sorted(ns.tasks.items())
+            for arg in task.get_arguments() if arg.kind is int]
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("task,flag", whole_number_flags())
+def test_a_word_for_a_whole_number_flag_is_one_line_under_inv_and_lkbuild(
+        sandbox: Sandbox, snapshot: Callable, task: str, flag: str) -> None:
+    check(Case(f"{task}_{flag}", (task, flag, "lots"), (flag, "'lots'"), "digits only"),
+          sandbox, snapshot)
