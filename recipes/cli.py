@@ -127,21 +127,34 @@ def config(c: Context, json: bool = False) -> None:
 @edge
 def list_(c: Context, kernel_dir: str = "", version: str = "", arch: str = "",
           source: str = "", json: bool = False) -> None:
-    """List kernel series: version, arches with a config, variants, hash, built locally."""
+    """List kernel series (version, arches, variants, hash) and the images built here."""
     from . import inventory
 
     s = settings(kernel_dir=kernel_dir)
     if version or source:
         version = version_of(version, source, s)
     rows = inventory.kernels(s, version, arch, source)
+    images = inventory.local_images(s, {r["hash"] for r in rows if r["hash"]})
+    inventory.settle_built(rows, images)
     if json:
-        ui.emit_json(rows)
+        ui.emit_json([{"kind": "series", **r} for r in rows] + (images or []))
         return
     ui.table(["series", "version", "arch", "variants", "hash", "local image"],
              [(r["series"] + (" (deprecated)" if r["deprecated"] else ""), r["version"],
                r["arch"] or "-", ",".join(r["variants"]) or "-", r["hash"] or "-",
-               r["image"] if r["built"] else ("no" if r["built"] is False else "unknown"))
-              for r in rows])
+               r["image"] if r["built"] else ("none" if r["built"] is False else "unknown"))
+              for r in rows], title="kernel series")
+    if images is None:
+        return
+    if not images:
+        ui.info("no kernel or module images built by lkbuild on this engine")
+        return
+    ui.table(["kind", "name", "version", "kernel", "arch", "hash", "image id", "size", "age",
+              "current"],
+             [(i["kind"], i["name"], i["version"], i["release"], i["arch"], i["hash"],
+               i["id"].removeprefix("sha256:")[:12], ui.size(i["size"]), ui.age(i["age_s"]),
+               "yes" if i["current"] else "-") for i in images],
+             title="images on this engine")
 
 
 @task(name="add-kernel", help={"version": "full kernel version, e.g. 6.12.54",

@@ -395,6 +395,12 @@ class Engine:
             best = max(best, n)
         return best
 
+    def labelled_images(self, label: str) -> list[dict[str, Any]]:
+        """Every image carrying the label key (the engine's image list entries: Id, RepoTags,
+        Labels, Size, Created)."""
+        with _wrapped(f"cannot list images on {self.describe()}"):
+            return [dict(i) for i in self.client.api.images(filters={"label": label})]
+
     def image_ids(self, repo: str) -> list[str]:
         """IDs of the images tagged in `repo`."""
         with _wrapped(f"cannot list images on {self.describe()}"):

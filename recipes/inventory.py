@@ -1,13 +1,87 @@
 """What kernels a tree defines and which of them are built: `inv list` and `inv add-kernel`."""
 from __future__ import annotations
 
+import re
+import time
 from typing import Any, Callable
 
-from . import kernel, ui
+from . import kernel, module, ui
 from .arch import resolve
 from .errors import InfraError
 from .series import KernelTree, bump_version, parse_version, series_of, start_series
 from .settings import Settings
+
+
+KERNEL_HASH_IN_REF = re.compile(r"-([0-9a-f]{16})-[a-z0-9]+$")
+"""The content hash in a kernel image's `<v>-<hash>-<arch>` tag (a module's kernel label)."""
+
+
+def image_kind(tags: list[str], labels: dict[str, str]) -> str:
+    """kernel, builder, module or loader: the labels say kernel or module; lkbuild's own tag
+    names say which image of the two."""
+    if f"{kernel.LABEL}.hash" in labels:
+        return "builder" if any("-builder" in t.split(":")[-1] for t in tags) else "kernel"
+    return "loader" if any("-loader-" in t.split(":")[-1] for t in tags) else "module"
+
+
+def image_rows(images: list[dict[str, Any]], current: set[str],
+               now: float | None = None) -> list[dict[str, Any]]:
+    """One row per tagged local image lkbuild built, newest first (an untagged one is an
+    earlier build whose tags moved on). `current` holds the kernel hashes of the series'
+    current inputs: a kernel or its builder with one of them, and a module built against
+    one, is current."""
+    now = time.time() if now is None else now
+    rows = []
+    for image in images:
+        labels = image.get("Labels") or {}
+        tags = sorted(t for t in image.get("RepoTags") or [] if t != "<none>:<none>")
+        if not tags:
+            continue
+        kind = image_kind(tags, labels)
+        if kind in ("kernel", "builder"):
+            digest = labels.get(f"{kernel.LABEL}.hash", "")
+            kernel_hash, version = digest, labels.get(f"{kernel.LABEL}.version", "")
+            release = labels.get(f"{kernel.LABEL}.release", "")
+            arch = labels.get(f"{kernel.LABEL}.arch", "")
+        else:
+            digest = labels.get(f"{module.LABEL}.hash", "")
+            found = KERNEL_HASH_IN_REF.search(labels.get(f"{module.LABEL}.kernel.image", ""))
+            kernel_hash = found.group(1) if found else ""
+            version = labels.get(f"{module.LABEL}.version", "")
+            release = labels.get(f"{module.LABEL}.kernel.release", "")
+            arch = labels.get(f"{module.LABEL}.arch", "")
+        name = tags[0].rsplit(":", 1)[0]
+        rows.append({"kind": kind, "name": name, "version": version, "release": release,
+                     "arch": arch, "hash": digest, "id": str(image.get("Id", "")),
+                     "size": int(image.get("Size") or 0), "created": int(image.get("Created") or 0),
+                     "age_s": max(0, int(now - int(image.get("Created") or 0))), "tags": tags,
+                     "current": bool(kernel_hash) and kernel_hash in current})
+    return sorted(rows, key=lambda r: (-r["created"], r["kind"], r["tags"]))
+
+
+def local_images(settings: Settings, current: set[str]) -> list[dict[str, Any]] | None:
+    """The kernel and module images lkbuild built on this engine (None: it cannot be reached)."""
+    from . import engine
+
+    try:
+        eng = engine.connect(settings)
+        found = {i["Id"]: i for label in (f"{kernel.LABEL}.hash", f"{module.LABEL}.hash")
+                 for i in eng.labelled_images(label)}
+    except InfraError as exc:
+        ui.warn(f"cannot list the images on the engine: {exc.message}")
+        return None
+    return image_rows(list(found.values()), current)
+
+
+def settle_built(rows: list[dict[str, Any]], images: list[dict[str, Any]] | None) -> None:
+    """A series row whose image could not be looked up (no hash without the source) is not
+    built when the engine holds no kernel of its version and arch at all."""
+    if images is None:
+        return
+    have = {(i["version"], i["arch"]) for i in images if i["kind"] == "kernel"}
+    for row in rows:
+        if row["built"] is None and row["arch"] and (row["version"], row["arch"]) not in have:
+            row["built"] = False
 
 
 def _image_lookup(settings: Settings) -> Callable[[str], bool | None]:

@@ -49,6 +49,22 @@ def emit_json(data: Any) -> None:
     sys.stdout.flush()
 
 
+def size(n: int) -> str:
+    """Bytes as docker shows image sizes (decimal units)."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
+def age(seconds: int) -> str:
+    """How long ago, in the largest whole unit."""
+    for unit, scale in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= scale:
+            return f"{seconds // scale} {unit} ago"
+    return "just now"
+
+
 def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str = "") -> None:
     """A table that is the task's answer, on stdout."""
     t = Table(title=title or None, show_lines=False, header_style="bold")

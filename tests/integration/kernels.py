@@ -52,15 +52,16 @@ def lkbuild(cache: Path, *args: str, env: dict[str, str] | None = None,
             timeout: float = 1800, prefix: list[str] | None = None) -> Run:
     """Run lkbuild as a user would (`prefix`, e.g. nsenter, runs it inside a namespace).
 
-    It runs in a session of its own: past `timeout` it gets Ctrl-C, as a user would give it
-    (lkbuild then cancels its build), then the whole session is killed, so no build client it
-    started outlives the test and slows the ones after it."""
+    It runs in a session of its own: past `timeout`, or when the test itself is stopped (its
+    hang guard, Ctrl-C), it gets Ctrl-C as a user would give it (lkbuild then cancels its
+    build), then the whole session is killed, so no build client it started outlives the test
+    and slows the ones after it."""
     proc = subprocess.Popen([*(prefix or []), sys.executable, "-m", "recipes", *args], cwd=ROOT,
                             env=lkbuild_env(cache, env), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
+    except BaseException:
         for sig, wait in ((signal.SIGINT, 60), (signal.SIGKILL, None)):
             try:
                 os.killpg(proc.pid, sig)

@@ -100,23 +100,34 @@ def leftover_builds() -> list[str]:
     return sorted(p.name for p in builds.iterdir()) if builds.is_dir() else []
 
 
-@pytest.mark.ci
-def test_a_repeated_remote_build_is_found_there_and_not_run_again(
-        kernel_cache, kver, small_tree, known_hosts, remote, ssh_server):
-    first = remote_build(kernel_cache, [ssh_server], known_hosts,
-                         *flags(small_tree, "--arch", "amd64", "--json"))
-    assert first.code == 0, first.err[-2000:]
-    (row,) = first.json()
-    assert row["status"] == "up to date" and row["sent_bytes"] == 0
-    assert "is up to date on" in first.err and "compiling" not in first.err
-
-
 @pytest.fixture(scope="module")
-def remote_kernel(kernel_cache, kver, small_tree, known_hosts, remote, ssh_server) -> None:
-    """The amd64 kernel on the host and here (built by the tests above when run in order)."""
+def remote_kernel(kernel_cache, kver, small_tree, known_hosts, remote, ssh_server) -> dict:
+    """The small amd64 kernel built on the host (or found there, when the two-hosts test ran
+    first) and brought back here: its result row."""
     run = remote_build(kernel_cache, [ssh_server], known_hosts,
-                       *flags(small_tree, "--arch", "amd64"))
+                       *flags(small_tree, "--arch", "amd64", "--json"))
     assert run.code == 0, run.err[-3000:]
+    (row,) = run.json()
+    return row
+
+
+@pytest.mark.ci
+def test_a_kernel_built_on_the_host_comes_back_and_a_repeat_is_found_there(
+        kernel_cache, kver, small_tree, known_hosts, remote, ssh_server, docker_client,
+        remote_kernel):
+    row = remote_kernel
+    assert row["status"] in ("built", "up to date") and row["host"] == ssh_server.host_spec
+    assert remote_id(remote, BUILD_IMAGE) is not None  # sent there: it could not be pulled
+    assert row["refs"] and all(ref.startswith(f"{REMOTE_ORG}/kernel:") for ref in row["refs"])
+    for ref in row["refs"]:  # kernel and -builder, every tag, here as there
+        assert docker_client.api.inspect_image(ref)["Id"] == remote_id(remote, ref), ref
+    assert leftover_builds() == [], "a build dir was left behind"
+    again = remote_build(kernel_cache, [ssh_server], known_hosts,
+                         *flags(small_tree, "--arch", "amd64", "--json"))
+    assert again.code == 0, again.err[-2000:]
+    (row,) = again.json()
+    assert row["status"] == "up to date" and row["sent_bytes"] == 0
+    assert "is up to date on" in again.err and "compiling" not in again.err
 
 
 @pytest.mark.ci

@@ -348,16 +348,15 @@ def test_a_missing_release_directory_is_an_infra_error_naming_the_url(site):
     assert "404" in info.value.line()
 
 
+@pytest.mark.timeout(60)  # a fetch that waited on forever fails here
 def test_a_mirror_that_never_answers_times_out(monkeypatch):
     monkeypatch.setattr(sources, "TIMEOUT", 1.0)
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(4)  # connections complete, nobody ever answers
         url = f"http://127.0.0.1:{listener.getsockname()[1]}"
-        started = time.monotonic()
         with pytest.raises(InfraError) as info:
             sources.fetch(Settings(flags={"kernel_mirror": url}), VERSION, None)
-    assert time.monotonic() - started < 20
     assert "no answer within 1 s" in info.value.line() and url in info.value.line()
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import tarfile
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -79,7 +78,6 @@ def test_the_small_kernel_boots_to_init_and_passes(
     assert f"{vm.MARK_BEGIN} {release} {UNAME[arch_name]}" in log
     assert vm.MARK_PASS in log
     assert result.log.parent == settings.cache_dir / "logs"
-    assert result.seconds < TIMEOUT
     assert list(private_tmp.iterdir()) == []
 
 
@@ -105,8 +103,7 @@ def test_a_failing_command_fails_at_once_with_one_line(
     result = vm.boot(settings, ref, arch.resolve(arch_name), timeout=TIMEOUT,
                      commands=["true", "exit 3"])
     assert not result.passed
-    assert result.verdict == "init failed: command 2 exited 3: exit 3"
-    assert result.seconds < TIMEOUT / 2
+    assert result.verdict == "init failed: command 2 exited 3: exit 3"  # not a timeout's
 
 
 def test_an_init_that_exits_fails_with_one_line_and_does_not_hang(
@@ -117,7 +114,7 @@ def test_an_init_that_exits_fails_with_one_line_and_does_not_hang(
     assert not result.passed
     assert result.verdict.startswith("init exited with status 1 (kernel panic: "
                                      "Attempted to kill init!")
-    assert "\n" not in result.verdict and result.seconds < TIMEOUT / 2
+    assert "\n" not in result.verdict  # the panic's verdict, not a timeout's
 
 
 def test_a_missing_init_fails_with_the_kernel_panic_line(
@@ -127,24 +124,22 @@ def test_a_missing_init_fails_with_the_kernel_panic_line(
                      append="rdinit=/does-not-exist init=/does-not-exist")
     assert not result.passed
     assert result.verdict.startswith("kernel panic: Requested init /does-not-exist failed")
-    assert "\n" not in result.verdict and result.seconds < TIMEOUT / 2
+    assert "\n" not in result.verdict  # the panic's verdict, not a timeout's
 
 
+@pytest.mark.timeout(300)  # a runner that waited for the guest's `sleep 600` fails here
 def test_a_hung_guest_times_out_and_its_qemu_is_gone(
         small_kernel_image: Callable[[str], str], settings: Settings,
         private_tmp: Path) -> None:
     ref = small_kernel_image("amd64")
     pids: list[int] = []
     timeout = 12
-    start = time.monotonic()
     result = vm.boot(settings, ref, arch.resolve("amd64"), timeout=timeout,
                      commands=["sleep 600"], on_start=pids.append)
-    took = time.monotonic() - start
     assert not result.passed
     assert result.verdict == f"timed out after {timeout}s in command 1: sleep 600"
     assert len(pids) == 1 and not alive(pids[0])
     assert not Path(f"/proc/{pids[0]}").exists()
-    assert timeout <= took < timeout + vm.KILL_GRACE + 30
     assert list(private_tmp.iterdir()) == []
     assert "qemu stopped" in result.log.read_text(errors="replace")
 

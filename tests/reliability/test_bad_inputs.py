@@ -406,11 +406,16 @@ def test_a_key_file_of_junk_is_refused_by_a_live_build_host_and_leaves_no_sessio
 
 
 def whole_number_flags() -> list[tuple[str, str]]:
-    """(task, --flag) for every flag of every task that takes a whole number."""
+    """(task, --flag) for every flag of every task that takes a whole number: Invoke types
+    a flag by its default. (Not through Task.get_arguments, which uses up the help texts.)"""
+    import inspect
+
     from recipes.cli import ns
 
-    return [(name, f"--{arg.names[0]}") for name, task in sorted(ns.tasks.items())
-            for arg in task.get_arguments() if arg.kind is int]
+    return [(name, "--" + param.name.replace("_", "-"))
+            for name, task in sorted(ns.tasks.items())
+            for param in inspect.signature(task.body).parameters.values()
+            if type(param.default) is int]
 
 
 @pytest.mark.unit

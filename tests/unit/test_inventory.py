@@ -106,3 +106,70 @@ def test_every_task_is_listed_with_a_one_line_help(lk):
                  "buildplainkernel", "builddebugkernel", "build", "kconfig", "vmtest",
                  "prune", "test"):
         assert f"  {name} " in run.out, name
+
+
+KERNEL_LABELS = {"org.lkbuild.kernel.hash": "40f0378942681923",
+                 "org.lkbuild.kernel.version": "6.12.118", "org.lkbuild.kernel.arch": "amd64",
+                 "org.lkbuild.kernel.release": "6.12.118-linuxkit"}
+MODULE_LABELS = {"org.lkbuild.module.hash": "b20d4cd7ee61", "org.lkbuild.module.name": "hello",
+                 "org.lkbuild.module.version": "1.0", "org.lkbuild.module.arch": "amd64",
+                 "org.lkbuild.module.kernel.release": "6.12.118-linuxkit",
+                 "org.lkbuild.module.kernel.image":
+                     "lkbuild/kernel:6.12.118-40f0378942681923-amd64"}
+
+
+def entry(image_id: str, tags: list[str], labels: dict, created: int = 1000) -> dict:
+    return {"Id": f"sha256:{image_id}", "RepoTags": tags, "Labels": labels, "Size": 78_600_000,
+            "Created": created}
+
+
+def test_local_images_are_told_apart_by_their_labels_and_lkbuilds_tag_names():
+    from recipes.inventory import image_rows
+
+    rows = image_rows([
+        entry("k", ["lkbuild/kernel:6.12.118-amd64",
+                    "lkbuild/kernel:6.12.118-40f0378942681923-amd64"], KERNEL_LABELS, created=1004),
+        entry("b", ["lkbuild/kernel:6.12.118-builder-amd64"], KERNEL_LABELS, created=1003),
+        entry("m", ["lkbuild/hello:1.0-6.12.118-linuxkit-amd64"], MODULE_LABELS, created=1002),
+        entry("l", ["lkbuild/hello:1.0-6.12.118-linuxkit-loader-amd64"], MODULE_LABELS,
+              created=1001),
+        entry("old", ["<none>:<none>"], KERNEL_LABELS, created=1005),  # its tags moved on
+    ], current={"40f0378942681923"}, now=1000 + 3600)
+    assert [(r["kind"], r["name"], r["version"], r["hash"]) for r in rows] == [
+        ("kernel", "lkbuild/kernel", "6.12.118", "40f0378942681923"),
+        ("builder", "lkbuild/kernel", "6.12.118", "40f0378942681923"),
+        ("module", "lkbuild/hello", "1.0", "b20d4cd7ee61"),
+        ("loader", "lkbuild/hello", "1.0", "b20d4cd7ee61")]
+    assert all(r["current"] for r in rows)  # the module was built against the current kernel
+    assert rows[0]["age_s"] == 3596 and rows[0]["release"] == "6.12.118-linuxkit"
+    assert not image_rows([entry("k", ["x/kernel:1"], KERNEL_LABELS)], current=set())[0]["current"]
+
+
+def test_a_series_row_without_a_hash_is_none_only_when_no_kernel_of_it_is_here():
+    from recipes.inventory import settle_built
+
+    rows = [{"version": "6.12.118", "arch": "amd64", "built": None},
+            {"version": "6.12.54", "arch": "amd64", "built": None},
+            {"version": "6.12.54", "arch": "arm64", "built": True}]
+    settle_built(rows, [{"kind": "kernel", "version": "6.12.118", "arch": "amd64"},
+                        {"kind": "module", "version": "6.12.54", "arch": "amd64"}])
+    assert [r["built"] for r in rows] == [None, False, True]
+    unreachable = [{"version": "6.12.54", "arch": "amd64", "built": None}]
+    settle_built(unreachable, None)
+    assert unreachable[0]["built"] is None
+
+
+@pytest.mark.parametrize("n,shown", [(512, "512 B"), (4_828, "4.8 kB"), (78_600_000, "78.6 MB"),
+                                     (1_500_000_000, "1.5 GB")])
+def test_sizes_read_as_docker_shows_them(n, shown):
+    from recipes.ui import size
+
+    assert size(n) == shown
+
+
+@pytest.mark.parametrize("s,shown", [(5, "just now"), (299, "4 min ago"), (7200, "2 h ago"),
+                                     (200_000, "2 d ago")])
+def test_ages_read_in_their_largest_whole_unit(s, shown):
+    from recipes.ui import age
+
+    assert age(s) == shown

@@ -476,13 +476,13 @@ def test_the_runner_logs_the_console_and_reports_a_clean_exit(tmp_path):
     assert b"one\r\ntwo\n" in text and b"oops" in text and b"exited 0" in text
 
 
+@pytest.mark.timeout(30)  # a runner that waited for the `sleep 60` fails here
 def test_the_runner_stops_a_process_that_outlives_the_timeout(tmp_path):
     pids: list[int] = []
-    start = time.monotonic()
     run = vm.run_qemu(["sh", "-c", "echo started; exec sleep 60"], tmp_path / "l", 0.5,
                       on_start=pids.append)
     assert not run.exited and run.returncode is None
-    assert run.console == "started\n" and time.monotonic() - start < 5
+    assert run.console == "started\n"
     assert pids == [run.pid] and not alive(run.pid)
 
 
