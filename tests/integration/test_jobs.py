@@ -20,7 +20,7 @@ from tests.integration.kernels import (BUILD_IMAGE, SESSION, lkbuild, one_error_
 pytestmark = pytest.mark.full
 MiB = 1024 ** 2
 CAP = 512 * MiB  # the engine reports 23 GiB, the builder holds half a GiB: room for -j1
-HIGH_CAP = 256 * MiB
+HIGH_CAP = 128 * MiB  # a dozen small compiles fit in 256 MiB: they crawl instead of dying
 
 
 @pytest.fixture(scope="module")
@@ -56,12 +56,13 @@ def test_automatic_jobs_fit_a_capped_builder_the_engine_does_not_report(
     assert cap.oom_kills() == before, "an automatic-jobs build was OOM-killed"
 
 
+@pytest.mark.timeout(1800)
 def test_too_many_jobs_on_a_capped_builder_are_oom_killed_and_the_jobs_that_fit_are_named(
         capped, kernel_cache, kver):
     """-j12 fits the 23 GiB the engine reports, so lkbuild lets it start; inside the builder,
-    capped at a quarter of a GiB for this test, a dozen cc1 processes do not fit, and the
-    kernel kills them. (Under 512 MiB a dozen small compiles nearly fit: the builder then
-    thrashes on the page cache for minutes before the first kill.)"""
+    capped at an eighth of a GiB for this test, a dozen cc1 processes do not fit, and the
+    kernel kills them. (Under 512 or 256 MiB a dozen small compiles nearly fit: the build
+    then crawls on the page cache for many minutes, or finishes, before any kill.)"""
     engine, cap = capped
     org = f"lkbuild-test-{SESSION}-cap-high"
     cap.set_limit(HIGH_CAP)
@@ -72,7 +73,7 @@ def test_too_many_jobs_on_a_capped_builder_are_oom_killed_and_the_jobs_that_fit_
     assert run.code == 5, run.err[-3000:]
     line = one_error_line(run.err)
     assert "the build ran out of memory" in line, line
-    assert "use --jobs 1, what the builder's memory (cgroup limit 256 MiB) allows" in line
+    assert "use --jobs 1, what the builder's memory (cgroup limit 128 MiB) allows" in line
     assert "log: " in line and run.out == ""
     assert cap.oom_kills() > before, "the failure was not the kernel's OOM killer"
     images = engine.docker("images", "--format", "{{.Repository}}", org).stdout.split()

@@ -106,7 +106,7 @@ def compile_count(log: str) -> int:
     return len(re.findall(r"^\S+ \d+\.\d+ +CC +", log, re.M))
 
 
-@pytest.mark.ci
+@pytest.mark.full
 def test_a_one_symbol_fragment_rebuilds_a_fraction_of_the_tree(small_kernel, kernel_cache,
                                                              kver, tmp_path):
     cold = small_kernel("amd64")
@@ -129,7 +129,7 @@ def test_a_one_symbol_fragment_rebuilds_a_fraction_of_the_tree(small_kernel, ker
     assert 0 < rebuilt < 0.15 * objects, (rebuilt, objects)
 
 
-@pytest.mark.ci
+@pytest.mark.full
 def test_force_runs_the_steps_again_and_keeps_the_cache_mount(small_kernel, kernel_cache,
                                                                kver):
     """--force re-runs the compile without BuildKit's --no-cache, which would empty the
@@ -164,7 +164,7 @@ def test_a_non_final_config_stops_before_compiling_and_names_the_symbols(kernel_
     assert run.out == ""
 
 
-@pytest.mark.ci
+@pytest.mark.full
 def test_a_patch_that_does_not_apply_is_named_with_its_hunk(kernel_cache, kver, tmp_path):
     tree = tmp_path / "kernel"
     series = tree / "6.12.x"
@@ -183,7 +183,7 @@ def test_a_patch_that_does_not_apply_is_named_with_its_hunk(kernel_cache, kver, 
     assert "Hunk #1 FAILED" in last and "log: " in last
 
 
-@pytest.mark.ci
+@pytest.mark.full
 def test_ctrl_c_during_a_build_leaves_no_build_process_or_image(kernel_cache, kver, tmp_path):
     frag = tmp_path / "interrupt.fragment"
     frag.write_text("CONFIG_LOCALVERSION=\"-interrupt\"\n")  # forces a recompile

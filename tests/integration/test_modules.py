@@ -17,7 +17,6 @@ import pytest
 from tests.integration.kernels import (ORG, OTHER_VARIANT, image_files, labels, lkbuild,
                                       one_error_line, small_args)
 
-pytestmark = pytest.mark.ci
 
 ZFS_SOURCE = Path("/usr/local/lib/lkbuild/sources/zfs-dkms_2.3.2-2~bpo12+2_all.deb")
 ELF_MACHINE = {"amd64": 62, "arm64": 183}
@@ -32,6 +31,7 @@ def containers() -> set[str]:
     return {c.id for c in docker.from_env().containers.list(all=True)}
 
 
+@pytest.mark.ci
 @pytest.mark.parametrize("arch", ["amd64", "arm64"])
 def test_hello_builds_into_a_module_image_and_a_loader_image(hello, small_kernel, kver, arch):
     result = hello(arch)
@@ -63,6 +63,7 @@ def test_hello_builds_into_a_module_image_and_a_loader_image(hello, small_kernel
     assert loader_files["lkbuild/modules"].decode().split("\t")[0] == "hello"
 
 
+@pytest.mark.ci
 @pytest.mark.parametrize("arch", ["amd64", "arm64"])
 def test_hello_loads_in_qemu_with_the_kernel_it_was_built_for(hello, small_kernel, kernel_cache,
                                                               arch):
@@ -81,6 +82,7 @@ def test_hello_loads_in_qemu_with_the_kernel_it_was_built_for(hello, small_kerne
     assert containers() == before
 
 
+@pytest.mark.ci
 def test_a_module_named_by_recipe_is_found_for_vmtest_by_its_hash(hello, small_kernel,
                                                                     kernel_cache, kver):
     hello("amd64")
@@ -90,6 +92,7 @@ def test_a_module_named_by_recipe_is_found_for_vmtest_by_its_hash(hello, small_k
     assert run.json()["passed"]
 
 
+@pytest.mark.ci
 def test_an_unchanged_module_is_not_built_again(hello, small_kernel, kernel_cache):
     first = hello("amd64")
     again = lkbuild(kernel_cache, "buildmodule", "--kernel", small_kernel("amd64")["refs"][0],
@@ -99,24 +102,27 @@ def test_an_unchanged_module_is_not_built_again(hello, small_kernel, kernel_cach
     assert result["skipped"] and result["refs"] == first["refs"]
 
 
+@pytest.mark.ci
 def test_list_shows_the_kernel_and_module_images_built_here(hello, small_kernel, kernel_cache):
     kernel, module = small_kernel("amd64"), hello("amd64")
     run = lkbuild(kernel_cache, "list", "--json")
     assert run.code == 0, run.err[-2000:]
     rows = run.json()
     assert any(r["kind"] == "series" for r in rows)
-    mine = {(r["kind"], r["hash"]): r for r in rows if r["name"].startswith(f"{ORG}/")}
+    mine = {(r["kind"], r["hash"]): r for r in rows
+            if r["kind"] != "series" and r["name"].startswith(f"{ORG}/")}
     got = mine[("kernel", kernel["hash"])]
     assert set(kernel["refs"][:2]) <= set(got["tags"]) and got["id"] == kernel["image_id"]
     assert got["release"] == kernel["release"] and got["arch"] == "amd64" and got["size"] > 0
     assert ("builder", kernel["hash"]) in mine
-    loader = next(r for r in mine.values() if r["kind"] == "loader")
+    loader = mine[("loader", module["hash"])]
     assert module["loader_refs"][0] in loader["tags"] and loader["name"] == f"{ORG}/hello"
-    assert any(r["kind"] == "module" and r["hash"] == loader["hash"] for r in mine.values())
+    assert set(module["refs"]) <= set(mine[("module", module["hash"])]["tags"])
     table = lkbuild(kernel_cache, "list")
     assert table.code == 0 and "images on this engine" in table.out, table.err[-2000:]
 
 
+@pytest.mark.full
 def test_a_version_kernel_and_a_path_module_build_like_docker_module_builder(
         small_kernel, kernel_cache, kver, tmp_path):
     small_kernel("amd64")
@@ -138,6 +144,7 @@ def test_a_version_kernel_and_a_path_module_build_like_docker_module_builder(
     assert boot.code == 0, boot.err[-3000:]
 
 
+@pytest.mark.ci
 def test_the_loader_refuses_a_kernel_with_another_localversion(hello, kernel_variant,
                                                                kernel_cache, small_kernel):
     built_for = small_kernel("amd64")["release"]
@@ -151,6 +158,7 @@ def test_the_loader_refuses_a_kernel_with_another_localversion(hello, kernel_var
     assert "lkbuild-loader: loaded" not in run.err
 
 
+@pytest.mark.ci
 def test_the_loader_loads_only_the_files_it_was_built_with(hello, small_kernel, kernel_cache,
                                                           docker_client):
     """An image FROM the loader with its hello.ko swapped for a changed one (trailing bytes,
@@ -183,6 +191,7 @@ def test_the_loader_loads_only_the_files_it_was_built_with(hello, small_kernel, 
         docker_client.images.remove(tag, force=True)
 
 
+@pytest.mark.ci
 @pytest.mark.skipif(not ZFS_SOURCE.is_file(), reason="scripts/setup-debian.sh fetches it")
 def test_openzfs_builds_from_zfs_dkms_and_spl_and_zfs_load_in_qemu(small_kernel, kernel_cache):
     kernel = small_kernel("amd64")  # its config has what OpenZFS needs
@@ -216,6 +225,7 @@ def refused(kernel_cache: Path, *args: str) -> str:
     return one_error_line(run.err)
 
 
+@pytest.mark.ci
 def test_a_module_dir_without_a_makefile_is_refused(small_kernel, kernel_cache, tmp_path):
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "m.c").write_text("int x;\n")
@@ -224,6 +234,7 @@ def test_a_module_dir_without_a_makefile_is_refused(small_kernel, kernel_cache, 
     assert "has no Makefile" in line and str(tmp_path / "m") in line
 
 
+@pytest.mark.ci
 def test_a_makefile_that_builds_no_ko_is_refused(small_kernel, kernel_cache, tmp_path):
     mod = tmp_path / "noko"
     mod.mkdir()
@@ -233,6 +244,7 @@ def test_a_makefile_that_builds_no_ko_is_refused(small_kernel, kernel_cache, tmp
     assert "made no .ko files" in line and "log:" in line
 
 
+@pytest.mark.ci
 def test_a_compile_error_shows_the_compiler_lines_and_the_log(small_kernel, kernel_cache,
                                                               tmp_path):
     mod = tmp_path / "broken"
@@ -252,11 +264,13 @@ def test_a_compile_error_shows_the_compiler_lines_and_the_log(small_kernel, kern
                if not ln.startswith("lkbuild: error:") and not ln.startswith("#"))
 
 
+@pytest.mark.ci
 def test_a_missing_kernel_image_is_refused(kernel_cache):
     line = refused(kernel_cache, "--kernel", f"{ORG}/kernel:9.9.9-amd64", "--module", "hello")
     assert f"{ORG}/kernel:9.9.9-amd64 does not exist" in line
 
 
+@pytest.mark.ci
 def test_a_kernel_image_without_kernel_dev_is_refused(small_kernel, kernel_cache, tmp_path):
     client = docker.from_env()
     kernel = small_kernel("amd64")
@@ -276,6 +290,7 @@ def test_a_kernel_image_without_kernel_dev_is_refused(small_kernel, kernel_cache
     assert "no usable /kernel-dev.tar" in line
 
 
+@pytest.mark.ci
 def test_a_kernel_whose_compiler_cannot_be_found_names_the_compiler_it_needs(
         small_kernel, kernel_cache):
     """A foreign kernel image (no labels, no -builder beside it, no /kernel-builder)."""
@@ -300,6 +315,7 @@ def test_a_kernel_whose_compiler_cannot_be_found_names_the_compiler_it_needs(
     assert f"{ref}-builder" in line and "--builder-image" in line
 
 
+@pytest.mark.ci
 def test_a_recipe_with_schema_errors_lists_them_all(small_kernel, kernel_cache, tmp_path):
     mod = tmp_path / "bad"
     mod.mkdir()
@@ -312,6 +328,7 @@ def test_a_recipe_with_schema_errors_lists_them_all(small_kernel, kernel_cache, 
         assert part in line
 
 
+@pytest.mark.ci
 def test_missing_kernel_config_options_are_listed_before_compiling(small_kernel, kernel_cache):
     # The small arm64 config lacks what OpenZFS needs (the amd64 one has it).
     line = refused(kernel_cache, "--kernel", small_kernel("arm64")["refs"][0], "--module", "zfs",
@@ -321,12 +338,14 @@ def test_missing_kernel_config_options_are_listed_before_compiling(small_kernel,
     assert "--fragment" in line
 
 
+@pytest.mark.ci
 def test_an_unknown_module_name_lists_the_known_ones(small_kernel, kernel_cache):
     line = refused(kernel_cache, "--kernel", small_kernel("amd64")["refs"][0], "--module",
                    "wireguardd")
     assert "unknown module 'wireguardd'" in line and "hello" in line and "zfs" in line
 
 
+@pytest.mark.ci
 def test_a_matrix_builds_every_row_and_a_failing_row_does_not_stop_the_others(
         hello, small_kernel, kernel_cache, tmp_path):
     hello("amd64")

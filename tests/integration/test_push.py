@@ -21,7 +21,6 @@ from tests.integration.kernels import (ORG, SESSION, lkbuild, one_error_line, re
                                        small_args)
 from tests.integration.daemons import Registry
 
-pytestmark = pytest.mark.ci
 PUSH_ORG = f"lkbuild-push-{SESSION}"
 ARCHES = ("amd64", "arm64")
 
@@ -73,6 +72,7 @@ def by_tag(run) -> dict[str, dict]:
     return {o["ref"].rsplit(":", 1)[1]: o for o in run.json()}
 
 
+@pytest.mark.ci
 def test_push_makes_per_arch_tags_and_an_oci_index_that_skopeo_reads(
         kernels, kernel_cache, kver, registry, docker_client):
     repo = f"{registry.host}/{PUSH_ORG}/kernel"
@@ -109,6 +109,7 @@ def test_push_makes_per_arch_tags_and_an_oci_index_that_skopeo_reads(
     assert [m["platform"]["architecture"] for m in builders["manifests"]] == ["amd64"]
 
 
+@pytest.mark.ci
 def test_pushing_again_changes_nothing_and_says_so(kernels, kernel_cache, kver, registry):
     first = push(kernel_cache, registry, "--version", kver, "--json")
     assert first.code == 0, first.err[-2000:]
@@ -123,6 +124,7 @@ def test_pushing_again_changes_nothing_and_says_so(kernels, kernel_cache, kver, 
     assert f"{registry.host}/{PUSH_ORG}/kernel:{kver}@{before}" in lines
 
 
+@pytest.mark.ci
 def test_a_tag_holding_other_content_is_refused_and_moved_only_with_force(
         kernels, kernel_cache, kver, registry, docker_client):
     assert push(kernel_cache, registry, "--version", kver, "--arch", "amd64").code == 0
@@ -151,6 +153,7 @@ def test_a_tag_holding_other_content_is_refused_and_moved_only_with_force(
     assert docker_client.api.inspect_image(local)["Id"] == kernels["amd64"]["id"]
 
 
+@pytest.mark.full
 def test_pulled_back_images_are_the_pushed_ones_and_boot(
         kernels, kernel_cache, kver, registry, docker_client):
     assert push(kernel_cache, registry, "--version", kver).code == 0
@@ -185,6 +188,7 @@ def test_pulled_back_images_are_the_pushed_ones_and_boot(
                     docker_client.api.tag(image_id, repo, tag)
 
 
+@pytest.mark.ci
 def test_module_and_loader_images_are_pushed_with_their_indexes(
         hello, kernel_cache, kver, registry):
     for arch in ARCHES:
@@ -234,6 +238,7 @@ def secrets(reg: Registry) -> list[str]:
     return [reg.password, base64.b64encode(pair.encode()).decode()]
 
 
+@pytest.mark.full
 def test_credentials_come_from_the_docker_config_and_never_show(
         kernels, kernel_cache, kver, auth_registry, tmp_path):
     """Not in any exec's argv or environment, any output or log, nor in the manifests and
@@ -259,6 +264,7 @@ def test_credentials_come_from_the_docker_config_and_never_show(
             assert secret not in text
 
 
+@pytest.mark.ci
 def test_a_credential_helper_on_path_is_used(kernels, kernel_cache, kver, auth_registry,
                                             tmp_path):
     """The helper runs (the trace sees it) and what it answers goes to no other program."""
@@ -291,6 +297,7 @@ def test_a_credential_helper_on_path_is_used(kernels, kernel_cache, kver, auth_r
     assert "error getting credentials" in line and auth_registry.host in line
 
 
+@pytest.mark.ci
 @pytest.mark.parametrize("password,expect", [("wrong", "refused the credentials"),
                                              (None, "needs a login")])
 def test_bad_or_missing_credentials_name_the_registry_and_the_login(
@@ -313,6 +320,7 @@ def test_bad_or_missing_credentials_name_the_registry_and_the_login(
     (["--module", "nosuch", "--kernel", "{kver}"], 2, ["no local nosuch module images"]),
     (["--version", "{kver}", "--registry", "127.0.0.1:9"], 3, ["127.0.0.1:9 is not reachable"]),
 ])
+@pytest.mark.ci
 def test_bad_push_input_is_one_line_and_sends_nothing(kernels, kernel_cache, kver, args, code,
                                                      words):
     args = [a.replace("{kver}", kver) for a in args]
@@ -324,6 +332,7 @@ def test_bad_push_input_is_one_line_and_sends_nothing(kernels, kernel_cache, kve
     assert run.out == ""
 
 
+@pytest.mark.ci
 def test_a_registry_that_went_down_is_one_line(kernels, kernel_cache, kver, registry):
     registry.kill()
     try:

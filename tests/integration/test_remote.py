@@ -130,7 +130,7 @@ def test_a_kernel_built_on_the_host_comes_back_and_a_repeat_is_found_there(
     assert "is up to date on" in again.err and "compiling" not in again.err
 
 
-@pytest.mark.ci
+@pytest.mark.full
 def test_a_module_is_built_on_the_host_and_its_loader_comes_back_and_loads_in_a_vm(
         kernel_cache, kver, small_tree, known_hosts, remote, ssh_server, docker_client,
         remote_kernel):
@@ -293,7 +293,7 @@ def _answers(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-@pytest.mark.ci
+@pytest.mark.full
 def test_the_host_fetches_a_url_source_itself_and_checks_it(
         kernel_cache, kver, small_tree, known_hosts, remote, ssh_server, http_source, tmp_path):
     sha = hashlib.sha256(DEBIAN_SOURCE.read_bytes()).hexdigest()
@@ -317,7 +317,7 @@ def test_the_host_fetches_a_url_source_itself_and_checks_it(
     assert not [p for p in here.rglob("*") if p.is_file() and p.stat().st_size > 50_000_000]
 
 
-@pytest.mark.ci
+@pytest.mark.full
 def test_a_connection_cut_mid_transfer_is_one_error_and_loads_nothing(
         kver, known_hosts, remote, ssh_server, docker_client):
     from recipes import engine as enginemod
@@ -358,7 +358,7 @@ def test_a_connection_cut_mid_transfer_is_one_error_and_loads_nothing(
         docker_client.api.inspect_image(ref)
 
 
-@pytest.mark.ci
+@pytest.mark.full
 def test_the_layers_this_engine_has_are_not_sent_again(kver, known_hosts, remote, ssh_server,
                                                      docker_client, capsys):
     """The -builder image is the build image (here already) plus the kernel-dev layer: only
