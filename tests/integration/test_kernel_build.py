@@ -257,7 +257,7 @@ def test_preflight_refuses_before_starting(kernel_cache, kver, extra, env, needl
     assert "Traceback" not in run.err
 
 
-@pytest.mark.ci
+@pytest.mark.full
 def test_kconfig_saves_a_config_that_builds_agree_is_final_and_prune_frees_its_scope(
         kernel_cache, kver, tmp_path, small_kernel):
     small_kernel("amd64")  # the session's tree of this source, in another scope

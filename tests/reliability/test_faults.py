@@ -465,7 +465,7 @@ def full_digest(cache: Path, start: str) -> str:
     return str(digest)
 
 
-@pytest.mark.ci
+@pytest.mark.full
 def test_a_registry_killed_mid_push_moves_no_tag_and_the_rerun_sends_only_the_rest(
         small_kernel, kernel_cache, kver, registry, docker_client, tmp_path):
     """test_push's test_a_registry_that_went_down_is_one_line stops the registry before the
