@@ -33,6 +33,7 @@ USAGE_HINT = "`lkbuild --list` lists the tasks, `lkbuild -h TASK` a task's flags
 
 
 def whole_number_error(flag: str, value: str) -> Exit:
+    """The usage line for a word given where a count or seconds go."""
     return Exit(f"lkbuild: error: {flag} takes a whole number, got {value!r} "
                 f"(give digits only after {flag}; {USAGE_HINT})", 2)
 
