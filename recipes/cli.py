@@ -750,6 +750,10 @@ PUSH_HELP = {
 
 @task(help={
     **PUSH_HELP,
+    "org": "the organisation the images go under (default: setting org), whatever org they "
+           "were built under",
+    "from_org": "take the local images built under this org only (default: --org's, then "
+                "the setting org's, then any org's when only one build fits)",
     "module": "push a module's images (module and loader) instead of the kernel's",
     "kernel": "with --module: the kernel version or release they were built for",
     "force": "move tags that already point at other content in the registry",
@@ -761,23 +765,31 @@ PUSH_HELP = {
 def push(c: Context, version: str = "", arch: list[str] | None = None, org: str = "",
          registry: str = "", debug: bool = False, module: str = "", kernel: str = "",
          force: bool = False, dry_run: bool = False, context: str = "",
-         json: bool = False) -> None:
+         json: bool = False, from_org: str = "") -> None:
     """Push per-arch tags and the multi-arch OCI indexes of a kernel (or a module) to a registry."""
     from . import engine as enginemod
     from . import push as pushmod
+    from . import registry as registrymod
 
     s = settings(org=org, registry=registry, context=context)
+    # Where `inv build` put them: the setting org, which --org overrides for the push alone.
+    orgs = [from_org] if from_org else \
+        list(dict.fromkeys([s.org, settings(registry=registry, context=context).org]))
+    if from_org:
+        registrymod.check_repository(f"{from_org}/{module or 'kernel'}")
     arches = [archmod.resolve(a) for a in arch or []]
     engine = enginemod.connect(s)
     try:
         if module:
             if not (kernel or version):
                 raise UserError("--module needs --kernel", "e.g. --module zfs --kernel 6.12.54")
-            images = pushmod.module_images(s, engine, module, kernel or version, arches)
+            images = pushmod.module_images(s, engine, module, kernel or version, arches, orgs,
+                                           elsewhere=not from_org)
         else:
             if not version:
                 raise UserError("--version is required", "e.g. inv push --version 6.12.54")
-            images = pushmod.kernel_images(s, engine, version, arches, debug)
+            images = pushmod.kernel_images(s, engine, version, arches, debug, orgs,
+                                           elsewhere=not from_org)
         outcomes = pushmod.push(s, engine, images, force=force, dry_run=dry_run)
     finally:
         engine.close()

@@ -15,15 +15,17 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from . import kernel, module as modulemod, registry, sources, ui
 from .arch import Arch, canonical, resolve
 from .atomic import write_text
 from .engine import Engine
-from .errors import InfraError, UserError
+from .errors import InfraError, LkbuildError, UserError
 from .registry import Client, Entry, Platform
 from .series import parse_version
 from .settings import Settings
@@ -95,20 +97,21 @@ def index_tags(group: str, images: list[Image]) -> list[str]:
 
 # --- which local images ------------------------------------------------------------------------
 
-def local_candidates(settings: Settings, name: str) -> list[str]:
-    """Local repositories an image may stand under: with the registry prefix, then without."""
-    repos = [kernel.repository(settings, name)]
-    plain = f"{settings.org}/{name}"
-    if plain not in repos:
-        repos.append(plain)
-    return repos
+def local_candidates(settings: Settings, name: str, org: str = "") -> list[str]:
+    """Local repositories an image may stand under: with the registry prefix, then without
+    (under `org`, the settings' org by default)."""
+    org = org or settings.org
+    prefix = f"{settings.registry.rstrip('/')}/" if settings.registry else ""
+    return list(dict.fromkeys([f"{prefix}{org}/{name}", f"{org}/{name}"]))
 
 
-def _find(engine: Engine, settings: Settings, name: str, tag: str) -> tuple[str, dict] | None:
-    for repo in local_candidates(settings, name):
-        attrs = engine.image(f"{repo}:{tag}")
-        if attrs is not None:
-            return f"{repo}:{tag}", attrs
+def _find(engine: Engine, settings: Settings, name: str, tag: str,
+          orgs: Sequence[str] = ()) -> tuple[str, dict] | None:
+    for org in orgs or [settings.org]:
+        for repo in local_candidates(settings, name, org):
+            attrs = engine.image(f"{repo}:{tag}")
+            if attrs is not None:
+                return f"{repo}:{tag}", attrs
     return None
 
 
@@ -122,29 +125,118 @@ def _image(local: str, attrs: dict, repo: str, tags: list[str], group: str, dige
                  list((attrs.get("RootFS") or {}).get("Layers") or []), in_index)
 
 
+@dataclass
+class Found:
+    """A local image that may be pushed: the ref it stands under and the engine's list entry."""
+
+    ref: str
+    entry: dict[str, Any]
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return dict(self.entry.get("Labels") or {})
+
+    @property
+    def org(self) -> str:
+        return self.ref.rsplit(":", 1)[0].rsplit("/", 2)[-2]
+
+
+def tagged_anywhere(entries: list[dict[str, Any]], name: str, tag: str) -> list[Found]:
+    """The images tagged `<any org>/<name>:<tag>` (one ref each, the first by name)."""
+    out = []
+    for entry in entries:
+        refs = sorted(t for t in entry.get("RepoTags") or []
+                      if t.rpartition(":")[2] == tag
+                      and t.rpartition(":")[0].rsplit("/", 1)[-1] == name)
+        if refs:
+            out.append(Found(refs[0], entry))
+    return out
+
+
+def choose(found: list[Found], digest_label: str, what: str, org: str,
+           prefer: Callable[[Found], bool] = lambda f: False) -> Found | None:
+    """One of the builds other orgs hold: those `prefer` picks (the current inputs') first,
+    then the one hash there is; builds of one hash are the same inputs, the newest is taken.
+    Builds of different hashes with nothing to choose between them are refused, listed."""
+    if not found:
+        return None
+    preferred = [f for f in found if prefer(f)] or found
+    hashes = {f.labels.get(digest_label, "") for f in preferred}
+    if len(hashes) > 1:
+        now = time.time()
+        listed = ", ".join(
+            f"{f.ref} ({f.labels.get(digest_label, '')}, built "
+            f"{ui.age(max(0, int(now - int(f.entry.get('Created') or 0))))})"
+            for f in sorted(preferred, key=lambda f: f.ref))
+        raise UserError(f"{len(preferred)} local builds of {what} could go under {org}: "
+                        f"{listed}",
+                        "name the org they were built under with --from-org ORG")
+    return max(preferred, key=lambda f: int(f.entry.get("Created") or 0))
+
+
+def current_digest(settings: Settings, version: str, a: Arch, debug: bool) -> str | None:
+    """The hash the series' config and this version's verified source give, when that source
+    is in the cache (a push never downloads one to find out)."""
+    if sources.cached_sha256(settings, version) is None:
+        return None
+    try:
+        return kernel.plan(settings, kernel.Request(version=version, arch=a, debug=debug)).digest
+    except LkbuildError:
+        return None
+
+
+def _kernel_elsewhere(settings: Settings, engine: Engine, version: str, a: Arch, dbg: bool,
+                      builder: bool, kernel_hash: str | None) -> tuple[str, dict] | None:
+    """A kernel (the current inputs' first) or the builder of the kernel chosen, built under
+    another org."""
+    label = f"{kernel.LABEL}.hash"
+    want = kernel_hash if builder else current_digest(settings, version, a, dbg)
+    t = kernel.tag(version, None, a, dbg, builder)
+    picked = choose(tagged_anywhere(engine.labelled_images(label), kernel.IMAGE, t), label,
+                    f"{kernel.IMAGE}:{t}", settings.org,
+                    lambda f: want is not None and f.labels.get(label) == want)
+    attrs = None if picked is None else engine.image(picked.entry["Id"])
+    if picked is None or attrs is None:
+        return None
+    ui.info(f"{picked.ref} (built under org {picked.org}) goes under {settings.org}")
+    return picked.ref, attrs
+
+
 def kernel_images(settings: Settings, engine: Engine, version: str, arches: list[Arch],
-                  debug: bool) -> list[Image]:
+                  debug: bool, orgs: Sequence[str] = (), elsewhere: bool = True
+                  ) -> list[Image]:
     """The kernel (and -builder, and with debug the -dbg) images of a version, per arch.
 
-    With no --arch, every arch that has a local image; a named arch must have one.
+    With no --arch, every arch that has a local image; a named arch must have one. Looked up
+    under `orgs` in order (the org pushed to by default), then, with `elsewhere`, under any
+    org: push names where images go, not where they were built.
     """
     parse_version(version)
     target(settings)
     repo = f"{settings.org}/{kernel.IMAGE}"
     registry.check_repository(repo)
     wanted = arches or [resolve(a) for a in canonical()]
+    label = f"{kernel.LABEL}.hash"
     out: list[Image] = []
     for a in wanted:
-        found = _find(engine, settings, kernel.IMAGE, kernel.tag(version, None, a))
-        if found is None:
+        chosen: dict[bool, str] = {}  # debug -> the kernel's hash, which its builder carries
+
+        def lookup(dbg: bool, builder: bool) -> tuple[str, dict] | None:
+            found = _find(engine, settings, kernel.IMAGE, kernel.tag(version, None, a, dbg,
+                                                                      builder), orgs)
+            if found is not None or not elsewhere:
+                return found
+            return _kernel_elsewhere(settings, engine, version, a, dbg, builder,
+                                     chosen.get(dbg))
+
+        if lookup(False, False) is None:
             if arches:
                 raise UserError(f"no local image {kernel.ref(settings, version, None, a)}",
                                 f"build it with `inv build --version {version} --arch {a.name}`")
             continue
         kinds = [(False, False), (False, True)] + ([(True, False)] if debug else [])
         for dbg, builder in kinds:
-            found = _find(engine, settings, kernel.IMAGE,
-                          kernel.tag(version, None, a, dbg, builder))
+            found = lookup(dbg, builder)
             if found is None:
                 if dbg:
                     raise UserError(
@@ -156,10 +248,14 @@ def kernel_images(settings: Settings, engine: Engine, version: str, arches: list
                             "pushing the kernel without it")
                 continue
             local, attrs = found
-            digest = _labels(attrs).get(f"{kernel.LABEL}.hash", "")
+            digest = _labels(attrs).get(label, "")
             if not digest:
-                raise UserError(f"{local} carries no {kernel.LABEL}.hash label",
+                raise UserError(f"{local} carries no {label} label",
                                 "push only images lkbuild built; rebuild with `inv build`")
+            if not builder:
+                chosen[dbg] = digest
+            elif digest != chosen.get(dbg):
+                ui.info(f"{local} was built from other inputs than the kernel pushed with it")
             platform = Platform.of(attrs)
             native = platform.architecture == a.platform.split("/")[1]
             if not builder and not native:
@@ -176,8 +272,10 @@ def kernel_images(settings: Settings, engine: Engine, version: str, arches: list
                               kernel.tag(version, None, None, dbg, builder), digest, a.name,
                               in_index=not builder or native))
     if not out:
-        raise UserError(f"no local kernel images for {version} under "
-                        f"{' or '.join(local_candidates(settings, kernel.IMAGE))}",
+        where = " or ".join(r for org in orgs or [settings.org]
+                            for r in local_candidates(settings, kernel.IMAGE, org))
+        raise UserError(f"no local kernel images for {version} under {where}"
+                        + (" or any other org" if elsewhere else ""),
                         f"build them with `inv build --version {version} --arch ARCH`")
     return out
 
@@ -188,41 +286,55 @@ def release_matches(release: str, kernel_version: str) -> bool:
                                          release[len(kernel_version):][:1] in ("-", "+", "_"))
 
 
+def _module_for(labels: dict[str, str], name: str, kernel_version: str,
+                arches: list[Arch]) -> tuple[Arch, str, str, str] | None:
+    """(arch, module version, kernel release, hash) of a module image of `name` built for
+    the kernel asked, or None."""
+    label = modulemod.LABEL
+    release = labels.get(f"{label}.kernel.release", "")
+    arch_name = labels.get(f"{label}.arch", "")
+    if labels.get(f"{label}.name") != name or not release_matches(release, kernel_version):
+        return None
+    if arches and arch_name not in [a.name for a in arches]:
+        return None
+    return (resolve(arch_name), labels.get(f"{label}.version", ""), release,
+            labels.get(f"{label}.hash", ""))
+
+
 def module_images(settings: Settings, engine: Engine, name: str, kernel_version: str,
-                  arches: list[Arch]) -> list[Image]:
-    """The module and loader images built for a kernel, per arch and module version."""
+                  arches: list[Arch], orgs: Sequence[str] = (), elsewhere: bool = True
+                  ) -> list[Image]:
+    """The module and loader images built for a kernel, per arch and module version: under
+    `orgs` (the org pushed to by default), and with `elsewhere`, for the arches none is there,
+    under any org."""
     target(settings)
     repo = f"{settings.org}/{name}"
     registry.check_repository(repo)
-    label = modulemod.LABEL
     out: list[Image] = []
-    seen: set[str] = set()
-    for local_repo in local_candidates(settings, name):
+    seen: set[tuple[str, str, str, bool]] = set()  # the first org's build of each is pushed
+    repos = [r for org in orgs or [settings.org] for r in local_candidates(settings, name, org)]
+    for local_repo in dict.fromkeys(repos):
         for image_id in engine.image_ids(local_repo):
             attrs = engine.image(image_id)
-            if attrs is None:
+            found = None if attrs is None else _module_for(_labels(attrs), name,
+                                                           kernel_version, arches)
+            if attrs is None or found is None:
                 continue
-            labels = _labels(attrs)
-            release = labels.get(f"{label}.kernel.release", "")
-            arch_name = labels.get(f"{label}.arch", "")
-            if labels.get(f"{label}.name") != name or not release_matches(release,
-                                                                          kernel_version):
-                continue
-            if arches and arch_name not in [a.name for a in arches]:
-                continue
-            a = resolve(arch_name)
-            version, digest = labels.get(f"{label}.version", ""), labels.get(f"{label}.hash", "")
+            a, version, release, digest = found
             tags_here = {t.rsplit(":", 1)[1] for t in attrs.get("RepoTags") or []
                          if t.rsplit(":", 1)[0] == local_repo}
             for loader in (False, True):
                 moving = modulemod.tags(version, release, a, None, loader)
-                if moving not in tags_here or f"{local_repo}:{moving}" in seen:
+                if moving not in tags_here or (a.name, version, release, loader) in seen:
                     continue
-                seen.add(f"{local_repo}:{moving}")
-                group = moving[:-len(a.name) - 1]
-                out.append(_image(f"{local_repo}:{moving}", attrs, repo,
-                                  [modulemod.tags(version, release, a, digest, loader), moving],
-                                  group, digest, a.name))
+                seen.add((a.name, version, release, loader))
+                out.append(_module_image(f"{local_repo}:{moving}", attrs, repo, version,
+                                         release, a, digest, loader))
+    here = {i.arch for i in out}
+    if elsewhere:
+        out += _modules_elsewhere(settings, engine, name, kernel_version,
+                                  [a for a in arches or [resolve(x) for x in canonical()]
+                                   if a.name not in here])
     missing = [a.name for a in arches if a.name not in {i.arch for i in out}]
     if not out or missing:
         which = f" for {', '.join(missing)}" if missing else ""
@@ -230,6 +342,61 @@ def module_images(settings: Settings, engine: Engine, name: str, kernel_version:
                         f"build them with `inv buildmodule --module {name} --kernel "
                         f"{kernel_version}" + (f" --arch {missing[0]}`" if missing else "`"))
     return out
+
+
+def _module_image(local: str, attrs: dict, repo: str, version: str, release: str, a: Arch,
+                  digest: str, loader: bool) -> Image:
+    moving = modulemod.tags(version, release, a, None, loader)
+    return _image(local, attrs, repo, [modulemod.tags(version, release, a, digest, loader),
+                                       moving], moving[:-len(a.name) - 1], digest, a.name)
+
+
+def _modules_elsewhere(settings: Settings, engine: Engine, name: str, kernel_version: str,
+                       arches: list[Arch]) -> list[Image]:
+    """Per arch, module version and kind, the one build under other orgs (those against the
+    series' current kernel first)."""
+    if not arches:
+        return []
+    label = f"{modulemod.LABEL}.hash"
+    entries = engine.labelled_images(label)
+    kinds: dict[tuple[str, str, str, bool], list[dict[str, Any]]] = {}
+    for entry in entries:
+        found = _module_for(dict(entry.get("Labels") or {}), name, kernel_version, arches)
+        if found is not None:
+            a, version, release, _ = found
+            for loader in (False, True):
+                kinds.setdefault((a.name, version, release, loader), []).append(entry)
+    out: list[Image] = []
+    for (arch_name, version, release, loader), group in sorted(kinds.items()):
+        a = resolve(arch_name)
+        moving = modulemod.tags(version, release, a, None, loader)
+        current = _kernel_version_digest(settings, release, kernel_version, a)
+        picked = choose(tagged_anywhere(group, name, moving), label, f"{name}:{moving}",
+                        settings.org, partial(built_against, current))
+        attrs = None if picked is None else engine.image(picked.entry["Id"])
+        if picked is None or attrs is None:
+            continue
+        ui.info(f"{picked.ref} (built under org {picked.org}) goes under {settings.org}")
+        out.append(_module_image(picked.ref, attrs, f"{settings.org}/{name}", version, release,
+                                 a, picked.labels.get(label, ""), loader))
+    return out
+
+
+def built_against(kernel_hash: str | None, found: Found) -> bool:
+    """A module image built against the kernel of that hash."""
+    image = found.labels.get(f"{modulemod.LABEL}.kernel.image", "")
+    return kernel_hash is not None and f"-{kernel_hash}-" in image
+
+
+def _kernel_version_digest(settings: Settings, release: str, kernel_version: str,
+                           a: Arch) -> str | None:
+    """The series' current kernel hash for a module's kernel, when its version is plain."""
+    version = release.split("-", 1)[0] if release_matches(release, kernel_version) else ""
+    try:
+        parse_version(version)
+    except LkbuildError:
+        return None
+    return current_digest(settings, version, a, False)
 
 
 # --- blobs: exported from the engine, compressed once, remembered ------------------------------
@@ -261,6 +428,24 @@ class LayerCache:
         write_text(self.root / "configs" / image_id.replace(":", "-"), config.decode())
         self.layers.update({k: {"digest": d, "size": s} for k, (d, s) in layers.items()})
         write_text(self.file, json.dumps(self.layers, indent=1, sort_keys=True))
+
+    def holders(self, host: str, digest: str) -> list[str]:
+        """The repositories of a registry lkbuild sent (or linked) the blob to."""
+        return list(self._sent().get(host, {}).get(digest, []))
+
+    def sent(self, host: str, repo: str, digest: str) -> None:
+        sent = self._sent()
+        repos = sent.setdefault(host, {}).setdefault(digest, [])
+        if repo not in repos:
+            repos.append(repo)
+            self.root.mkdir(parents=True, exist_ok=True)
+            write_text(self.root / "sent.json", json.dumps(sent, indent=1, sort_keys=True))
+
+    def _sent(self) -> dict[str, dict[str, list[str]]]:
+        try:
+            return dict(json.loads((self.root / "sent.json").read_text()))
+        except (OSError, ValueError):
+            return {}
 
     def known(self, image: Image) -> tuple[bytes, list[tuple[str, int]]] | None:
         config = self.config(image.image_id)
@@ -494,10 +679,27 @@ class Pusher:
                 self.client.put_manifest(repo, outcome.ref.rsplit(":", 1)[1], registry.OCI_INDEX,
                                          body)
 
+    def _mount(self, repo: str, digest: str) -> bool:
+        """A layer already sent to another repository of the registry is linked, not sent:
+        the same images pushed under a second org cost no export."""
+        for source in self.cache.holders(self.client.host, digest):
+            if source != repo and self.client.has_blob(source, digest) and \
+                    self.client.mount_blob(repo, digest, source):
+                ui.info(f"linked {digest[:19]} from {source} to {repo}")
+                return True
+        return False
+
+    def _there(self, repo: str, digest: str) -> bool:
+        """The registry holds the blob in `repo` (linked there now if it can be)."""
+        if self.client.has_blob(repo, digest) or self._mount(repo, digest):
+            self.cache.sent(self.client.host, repo, digest)
+            return True
+        return False
+
     def _blobs(self, p: Prepared) -> Prepared:
         """Send what the registry lacks; export the image only if a layer must be sent."""
         repo = p.image.repo
-        missing = [(d, s) for d, s in p.layers if not self.client.has_blob(repo, d)]
+        missing = [(d, s) for d, s in p.layers if not self._there(repo, d)]
         if missing and p.exported is None:
             fresh = self._export(p.image)
             if fresh.layers != p.layers:  # compressed otherwise than remembered: now it is
@@ -510,6 +712,7 @@ class Pusher:
             ui.info(f"sending {digest[:19]} ({size / 1e6:.1f} MB) to {repo}")
             with p.exported.files[digest].open("rb") as fh:
                 self.client.put_blob(repo, digest, size, fh)
+            self.cache.sent(self.client.host, repo, digest)
         if not self.client.has_blob(repo, p.image.image_id):
             self.client.put_blob(repo, p.image.image_id, len(p.config), p.config)
         return p

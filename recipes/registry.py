@@ -268,7 +268,7 @@ class Client:
         realm = params.get("realm", "")
         if not realm:
             raise InfraError(f"registry {self.host} asked for a token without a realm")
-        query = {"service": params.get("service", ""), "scope": scope}
+        query = {"service": params.get("service", ""), "scope": scope.split()}  # one each
         headers = auth_header(self.auth)
         r = self._send("GET", realm, headers, params=query)
         if r.status_code in (401, 403):
@@ -343,6 +343,14 @@ class Client:
         r = self.request("HEAD", f"/v2/{repo}/blobs/{digest}", self.scope(repo, True),
                          ok=(200, 404))
         return r.status_code == 200
+
+    def mount_blob(self, repo: str, digest: str, source: str) -> bool:
+        """Have the registry link a blob another of its repositories holds (nothing sent).
+        False when it would not: it then opened an upload session, left to expire."""
+        scope = f"{self.scope(repo, True)} {self.scope(source, False)}"
+        r = self.request("POST", f"/v2/{repo}/blobs/uploads/?mount={digest}&from={source}",
+                         scope, ok=(201, 202))
+        return r.status_code == 201
 
     def put_blob(self, repo: str, digest: str, size: int, data: bytes | BinaryIO) -> None:
         """Monolithic upload: POST for a session, PUT the bytes with their digest."""

@@ -567,10 +567,11 @@ def push_from_host(settings: Settings, r: Host, p: kernel.Plan, module: ModuleJo
     and the indexes are made here. The pushed refs, with their digests."""
     engine = HostEngine(r)
     if module is None:
-        images = pushmod.kernel_images(settings, engine, p.request.version, [p.arch], False)
+        images = pushmod.kernel_images(settings, engine, p.request.version, [p.arch], False,
+                                        elsewhere=False)
     else:
         images = pushmod.module_images(settings, engine, module.name, p.request.version,
-                                       [p.arch])
+                                       [p.arch], elsewhere=False)
     q = shlex.quote
 
     def send(image: pushmod.Image, ref: str) -> None:

@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import re
+import shlex
 import subprocess
 from pathlib import Path
 from typing import Callable, Iterator
@@ -17,8 +18,8 @@ from typing import Callable, Iterator
 import docker
 import pytest
 
-from tests.integration.kernels import (ORG, SESSION, lkbuild, one_error_line, remove_images,
-                                       small_args)
+from tests.integration.kernels import (ORG, ROOT, SESSION, lkbuild, one_error_line,
+                                       remove_images, small_args)
 from tests.integration.daemons import Registry
 
 PUSH_ORG = f"lkbuild-push-{SESSION}"
@@ -343,3 +344,59 @@ def test_a_registry_that_went_down_is_one_line(kernels, kernel_cache, kver, regi
     assert f"registry {registry.host} is not reachable" in one_error_line(run.err)
     again = push(kernel_cache, registry, "--version", kver, "--arch", "amd64")
     assert again.code == 0, again.err[-2000:]
+
+
+def readme_lines(*commands: str) -> list[list[str]]:
+    """The README's first quick start's `inv` lines of those commands, in order, as argv."""
+    text = (ROOT / "README.md").read_text()
+    block = text.split("## Quick start", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    lines = [shlex.split(line.split("  #", 1)[0]) for line in block.splitlines()]
+    return [argv[1:] for argv in lines if argv[:1] == ["inv"] and argv[1] in commands]
+
+
+def on_this_machine(argv: list[str], kver: str, registry: Registry) -> list[str]:
+    """A README line with what differs here: the session's version and small config from
+    Debian's source, the hello module for zfs, the loopback registry. The rest as written."""
+    swap = {"6.12.54": kver, "zfs": "hello"}
+    out = [swap.get(a, a) for a in argv]
+    arch = out[out.index("--arch") + 1] if "--arch" in out else ""
+    if argv[0] in ("build", "buildmodule"):
+        out += small_args(kver, arch)[4:] + ["--json"]
+    if argv[0] == "push":
+        out += ["--registry", registry.host, "--json"]
+    return out
+
+
+@pytest.mark.ci
+def test_the_readme_build_and_push_lines_push_what_was_built_under_the_asked_org(
+        kernels, hello, kernel_cache, kver, registry, docker_client):
+    """The README builds under the setting org and pushes with `--org myorg`: push names where
+    images go, and takes them from where they were built."""
+    lines = readme_lines("build", "buildmodule", "push")
+    assert [a[0] for a in lines] == ["build", "buildmodule", "push", "push"], lines
+    assert lines[2][-2:] == ["--org", "myorg"] and lines[3][-2:] == ["--org", "myorg"]
+    hello("arm64")  # the module's kernel, built by the fixtures the way the line builds it
+    results = []
+    for argv in lines:
+        run = lkbuild(kernel_cache, *on_this_machine(argv, kver, registry))
+        assert run.code == 0, (argv, run.err[-3000:])
+        results.append(run.json())
+    (built,), module, kernel_push, module_push = results
+    assert built["arch"] == "arm64" and module["arch"] == "arm64"
+    here = docker_client.api.inspect_image
+    repo = f"{registry.host}/myorg"
+    pushed = {o["ref"] for o in kernel_push + module_push}
+    kernel_ref = f"{repo}/kernel:{kver}-arm64"
+    assert kernel_ref in pushed
+    assert skopeo_raw(kernel_ref)["config"]["digest"] == built["image_id"]
+    assert "arm64" in [m["platform"]["architecture"]
+                       for m in skopeo_raw(f"{repo}/kernel:{kver}")["manifests"]]
+    for ref in module["refs"] + module["loader_refs"]:
+        tag = ref.rsplit(":", 1)[1]
+        if re.search(r"-[0-9a-f]{16}-arm64$", tag):
+            continue  # the hash tags name the same two images
+        assert f"{repo}/hello:{tag}" in pushed
+        assert skopeo_raw(f"{repo}/hello:{tag}")["config"]["digest"] == here(ref)["Id"]
+    assert not [t for i in docker_client.images.list() for t in i.tags
+                if t.startswith(("myorg/", f"{registry.host}/myorg/"))], \
+        "push tagged something here"

@@ -221,3 +221,67 @@ def test_an_index_keeps_other_arches_refuses_another_image_of_ours_and_knows_no_
     pusher = _pusher({"6.12.54": (registry.OCI_MANIFEST, arm_theirs)})
     assert pusher.index_outcome("org/kernel", "6.12.54", ours, True, by_platform)[0].status \
         == "conflict"
+
+
+def _entry(image_id: str, tags: list[str], digest: str, created: int,
+           kernel_image: str = "") -> dict:
+    labels = {"org.lkbuild.kernel.hash": digest}
+    if kernel_image:
+        labels["org.lkbuild.module.kernel.image"] = kernel_image
+    return {"Id": image_id, "RepoTags": tags, "Labels": labels, "Created": created}
+
+
+def _found(entries: list[dict], tag: str = "6.12.118-amd64") -> list[push.Found]:
+    return push.tagged_anywhere(entries, "kernel", tag)
+
+
+def test_images_are_found_by_name_and_tag_under_any_org_and_registry() -> None:
+    entries = [_entry("sha256:a", ["lkbuild/kernel:6.12.118-amd64", "b/kernel:other"], "h1", 1),
+               _entry("sha256:b", ["localhost:5000/me/kernel:6.12.118-amd64"], "h2", 2),
+               _entry("sha256:c", ["lkbuild/kernel:6.12.118-builder-amd64"], "h1", 3),
+               _entry("sha256:d", ["lkbuild/notkernel:6.12.118-amd64"], "h3", 4)]
+    found = _found(entries)
+    assert [(f.ref, f.org) for f in found] == [("lkbuild/kernel:6.12.118-amd64", "lkbuild"),
+                                                ("localhost:5000/me/kernel:6.12.118-amd64", "me")]
+
+
+def test_one_hash_under_other_orgs_is_pushed_and_of_its_builds_the_newest() -> None:
+    entries = [_entry("sha256:old", ["a/kernel:6.12.118-amd64"], "h1", 10),
+               _entry("sha256:new", ["b/kernel:6.12.118-amd64"], "h1", 20)]
+    picked = push.choose(_found(entries), "org.lkbuild.kernel.hash", "kernel:6.12.118-amd64",
+                         "myorg")
+    assert picked is not None and picked.entry["Id"] == "sha256:new"
+    assert push.choose([], "org.lkbuild.kernel.hash", "x", "myorg") is None
+
+
+def test_builds_of_several_hashes_go_by_the_current_inputs_or_are_refused_listed() -> None:
+    entries = [_entry("sha256:x", ["a/kernel:6.12.118-amd64"], "h1", 10),
+               _entry("sha256:y", ["b/kernel:6.12.118-amd64"], "h2", 20)]
+    label = "org.lkbuild.kernel.hash"
+    picked = push.choose(_found(entries), label, "kernel:6.12.118-amd64", "myorg",
+                         lambda f: f.labels.get(label) == "h1")
+    assert picked is not None and picked.entry["Id"] == "sha256:x"
+    with pytest.raises(UserError) as refused:
+        push.choose(_found(entries), label, "kernel:6.12.118-amd64", "myorg")
+    message = refused.value.message
+    assert "2 local builds of kernel:6.12.118-amd64 could go under myorg" in message
+    assert "a/kernel:6.12.118-amd64 (h1, built " in message
+    assert "b/kernel:6.12.118-amd64 (h2, built " in message
+    assert "--from-org" in refused.value.hint
+
+
+def test_a_module_is_preferred_when_built_against_the_current_kernel() -> None:
+    found = push.Found("a/hello:1-6.12.118-linuxkit-amd64", _entry(
+        "sha256:m", [], "m1", 1, kernel_image="lkbuild/kernel:6.12.118-0123456789abcdef-amd64"))
+    assert push.built_against("0123456789abcdef", found)
+    assert not push.built_against("fedcba9876543210", found)
+    assert not push.built_against(None, found)
+
+
+def test_local_candidates_take_the_registry_prefix_first_and_any_org() -> None:
+    from recipes.settings import Settings
+
+    s = Settings(flags={"org": "myorg", "registry": "localhost:5000"})
+    assert push.local_candidates(s, "kernel") == ["localhost:5000/myorg/kernel", "myorg/kernel"]
+    assert push.local_candidates(s, "kernel", "lkbuild") == ["localhost:5000/lkbuild/kernel",
+                                                             "lkbuild/kernel"]
