@@ -212,7 +212,7 @@ def detect(c: Context, context: str = "", privileged: bool = False, from_dir: st
            image: str = "", save: str = "", script: bool = False, randstruct_seed: str = "",
            json: bool = False) -> None:
     """Read the target kernel (release, arch, build, compiler, config, vermagic, image)."""
-    from . import desktop
+    from . import desktop, fidelity
 
     if script:
         sys.stdout.write(desktop.CAPTURE_SCRIPT.read_text())
@@ -223,11 +223,11 @@ def detect(c: Context, context: str = "", privileged: bool = False, from_dir: st
     s = settings(context=context)
     found = desktop.detect(s, from_dir=from_dir, image=image, privileged=privileged)
     if randstruct_seed:
-        found.profile = desktop.with_seed(found.profile, randstruct_seed)
+        found.profile = fidelity.with_seed(found.profile, randstruct_seed)
     for note in found.capture.notes:
         ui.warn(note)
     if save:
-        desktop.save(found.profile, Path(save))
+        fidelity.save(found.profile, Path(save))
         ui.info(f"profile saved to {save}")
     if json:
         ui.emit_json(found.as_json())
@@ -362,11 +362,11 @@ def _build(kind: str, version: str, arch: list[str], kernel_dir: str, source: st
 def profile_flags(s: Settings, path: str, version: str, arch: list[str], config: str
                   ) -> tuple[Any, str, str]:
     """--profile: the target, and the version and config file a build of it takes."""
-    from . import desktop
+    from . import fidelity
 
     if len(arch) > 1:
         raise UserError("--profile builds the profile's arch only", "leave --arch out")
-    target = desktop.load(path, archmod.resolve(arch[0]) if arch else None)
+    target = fidelity.load(path, archmod.resolve(arch[0]) if arch else None)
     if version and version != target.version:
         raise UserError(f"--version {version} differs from the profile's {target.version} "
                         f"(release {target.release})", "leave --version out")
@@ -374,7 +374,7 @@ def profile_flags(s: Settings, path: str, version: str, arch: list[str], config:
         ui.warn(f"--config {config} replaces the profile's config: the build matches the "
                 "target only as far as that file does")
     else:
-        config = str(desktop.config_file(target, Path(s.cache_dir)))
+        config = str(fidelity.config_file(target, Path(s.cache_dir)))
     return target, target.version, config
 
 

@@ -244,7 +244,7 @@ FAILURES: tuple[Failure, ...] = (
               "Desktop's kernels are built with Alpine's gcc)",
         fix="--build-image with that compiler, or --allow-mismatch to build anyway (modules may "
             "then not load)",
-        source="recipes/desktop.py", says=("the build image's compiler is",)),
+        source="recipes/fidelity.py", says=("the build image's compiler is",)),
     Check(
         "module-compiler",
         symptom="kernel IMAGE was built with 'gcc (...) 12.2.0' but BUILDER has "

@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator, Protocol
 
-from . import atomic, buildx, context, kconfig, resources, sources, ui
+from . import atomic, buildx, context, fidelity, kconfig, resources, sources, ui
 from .arch import Arch, resolve
 from .diagnose import step_error
 from .engine import Engine, connect
@@ -85,7 +85,7 @@ class Request:
     builders: list[str] = field(default_factory=list)
     build_args: dict[str, str] = field(default_factory=dict)  # over the series' build-args
     builder_image: bool = False  # also make the -builder image
-    profile: Any = None  # desktop.Profile: the target this build must reproduce
+    profile: fidelity.Profile | None = None  # the target this build must reproduce
     allow_mismatch: bool = False  # build a profile's kernel with another compiler anyway
 
 
@@ -388,18 +388,12 @@ def check_exit(code: int, log: Path, what: str) -> None:
     raise step_error(code, log, what)
 
 
-def toolchain_symbols(out: Path) -> frozenset[str]:
-    """The symbols the config step found to depend on the compiler (its toolchain-symbols)."""
-    path = out / "toolchain-symbols"
-    return frozenset(path.read_text().split()) if path.is_file() else frozenset()
-
-
 def check_config(p: Plan, out: Path) -> None:
     """Stop before compiling when the config is not final or a fragment did not stick."""
     requested = kconfig.parse((out / "requested").read_text())
     base = kconfig.parse((out / "base").read_text())
     final = kconfig.parse((out / "config").read_text())
-    toolchain = toolchain_symbols(out)
+    toolchain = fidelity.toolchain_symbols(out)
     user, tool = kconfig.finality(requested, base, toolchain)
     v, a = p.request.version, p.arch.name
     if user:
@@ -484,17 +478,15 @@ def make_images(s: Steps, p: Plan, build_platform: str) -> dict[str, str]:
     with tempfile.TemporaryDirectory(prefix="lkbuild-") as tmp:
         out = configure(s, Path(tmp))
         if request.profile is not None:
-            from . import desktop
-            desktop.check_config(request.profile, out, request.allow_mismatch)
+            fidelity.check_config(request.profile, out, request.allow_mismatch)
         else:
             check_config(p, out)
         facts_dir = Path(tmp) / "facts"
         s.run("compiling the kernel", target="facts", local_output=facts_dir, rerun=rerun)
         facts = {f.name: f.read_text().strip() for f in facts_dir.iterdir()}
     if request.profile is not None:
-        from . import desktop
-        desktop.check_built(request.profile, facts.get("release", ""),
-                            facts.get("vermagic", ""), request.allow_mismatch)
+        fidelity.check_built(request.profile, facts.get("release", ""),
+                             facts.get("vermagic", ""), request.allow_mismatch)
     labels = {
         f"{LABEL}.release": facts.get("release", ""),
         f"{LABEL}.vermagic": facts.get("vermagic", ""),

@@ -26,6 +26,8 @@ from .arch import Arch, host, resolve
 from .diagnose import diagnose_file, error_lines, step_error
 from .engine import Engine
 from .errors import BuildError, UserError, VerifyError
+from .fidelity import (Profile, check_vermagic, config_vermagic, same_vermagic,
+                       vermagic_diff, words)
 from .modrecipe import Module
 from .settings import ROOT, Settings
 from .vm import ELF_MACHINE, elf_facts, find_busybox, is_version
@@ -38,7 +40,7 @@ HASH_SCHEMA = "lkbuild-module-inputs v1"
 TAG_BAD = re.compile(r"[^A-Za-z0-9_.-]")
 
 
-# --- pure parts: tags, vermagic, load order, facts -------------------------------------------
+# --- pure parts: tags, load order, facts -----------------------------------------------------
 
 def tag_part(text: str) -> str:
     """A kernel release or version as it may stand in an image tag (6.12.0+ -> 6.12.0_)."""
@@ -51,58 +53,6 @@ def tags(version: str, release: str, arch: Arch, digest: str | None,
     tail = "-".join((["loader"] if loader else []) + ([digest] if digest else []) + [arch.name])
     head = f"{tag_part(version)}-{tag_part(release)}"
     return f"{head[:127 - len(tail)]}-{tail}"  # a tag holds 128 characters; the kind stays
-
-
-def words(text: str) -> str:
-    """A vermagic with its spacing normalised (the kernel's ends in a space)."""
-    return " ".join(str(text).split())
-
-
-def config_vermagic(release: str, config: Mapping[str, str], arch: Arch) -> str:
-    """The vermagic include/linux/vermagic.h gives a kernel with this release and config.
-
-    A RANDSTRUCT kernel's seed hash is not in the config: the last word is then
-    `RANDSTRUCT_?`, which `same_vermagic` treats as any seed.
-    """
-    out = [release]
-    on = {k for k, v in config.items() if v == "y"}
-    if "CONFIG_SMP" in on:
-        out.append("SMP")
-    if "CONFIG_PREEMPT_BUILD" in on:
-        out.append("preempt")
-    elif "CONFIG_PREEMPT_RT" in on:
-        out.append("preempt_rt")
-    if "CONFIG_MODULE_UNLOAD" in on:
-        out.append("mod_unload")
-    if "CONFIG_MODVERSIONS" in on:
-        out.append("modversions")
-    if arch.vermagic:
-        out.append(arch.vermagic)
-    if on & {"CONFIG_RANDSTRUCT_FULL", "CONFIG_RANDSTRUCT_PERFORMANCE"}:
-        out.append("RANDSTRUCT_?")
-    return " ".join(out)
-
-
-def same_vermagic(kernel_side: str, module_side: str) -> bool:
-    a, b = words(kernel_side), words(module_side)
-    if a.endswith(" RANDSTRUCT_?"):
-        seeded = re.search(r" RANDSTRUCT_\S+$", b)
-        return seeded is not None and a[:-len(" RANDSTRUCT_?")] == b[:seeded.start()]
-    return a == b
-
-
-def vermagic_diff(kernel_side: str, module_side: str) -> str:
-    """The fields that differ, for a one-line refusal: `release 6.12.54 vs 6.12.54-x, ...`."""
-    a, b = words(kernel_side).split(), words(module_side).split()
-    parts = []
-    if (a[:1] or [""]) != (b[:1] or [""]):
-        parts.append(f"release {a[0] if a else '?'} vs {b[0] if b else '?'}")
-    fa, fb = set(a[1:]), set(b[1:])
-    if fa - fb:
-        parts.append(f"kernel has {' '.join(sorted(fa - fb))}")
-    if fb - fa:
-        parts.append(f"module has {' '.join(sorted(fb - fa))}")
-    return ", ".join(parts) or "same words in another order"
 
 
 @dataclass(frozen=True)
@@ -440,7 +390,7 @@ class Request:
     jobs: int = 0
     force: bool = False
     builders: list[str] = field(default_factory=list)
-    profile: Any = None  # desktop.Profile: the kernel's vermagic must be the target's
+    profile: Profile | None = None  # the kernel's vermagic must be the target's
 
 
 @dataclass
@@ -686,8 +636,7 @@ def build(settings: Settings, request: Request,
     where = runner or LocalRunner(engine)
     labelled = target.labels.get(f"{kernel.LABEL}.vermagic", "")
     if request.profile is not None and labelled:  # before an earlier build is reused
-        from . import desktop
-        desktop.check_vermagic(request.profile, target.ref, labelled)
+        check_vermagic(request.profile, target.ref, labelled)
     if target.release and not request.force and (request.profile is None or labelled):
         done = existing(p, target.release, started)
         if done is not None:
@@ -738,8 +687,7 @@ def build(settings: Settings, request: Request,
         kernel_vermagic = target.labels.get(f"{kernel.LABEL}.vermagic", "") \
             or facts.get("vermagic", "") or config_vermagic(release, config, arch)
         if request.profile is not None:
-            from . import desktop
-            desktop.check_vermagic(request.profile, target.ref, kernel_vermagic)
+            check_vermagic(request.profile, target.ref, kernel_vermagic)
         config_sha = hashlib.sha256((kfacts / "config").read_bytes()).hexdigest()
 
         out = Path(tmp) / "built"

@@ -1,5 +1,5 @@
-"""module.py's pure parts: tags, vermagic, facts, load order, the loader conf, builder
-candidates, compiler error lines, module sources from archives and the check before tagging."""
+"""module.py's pure parts: tags, facts, load order, the loader conf, builder candidates,
+compiler error lines, module sources from archives and the check before tagging."""
 from __future__ import annotations
 
 import hashlib
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from recipes import module
+from recipes import fidelity, module
 from recipes.arch import resolve
 from recipes.errors import BuildError, UserError, VerifyError
 from recipes.modrecipe import Module
@@ -63,102 +63,6 @@ def test_long_tags_of_different_arches_or_hashes_stay_distinct():
         module.tags(version, release, ARM64, "a" * 12)
     assert module.tags(version, release, AMD64, "a" * 12) != \
         module.tags(version, release, AMD64, "b" * 12)
-
-
-# --- vermagic ----------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("text,expected", [
-    ("6.12.54 SMP mod_unload ", "6.12.54 SMP mod_unload"),
-    ("  6.12.54\tSMP\n mod_unload", "6.12.54 SMP mod_unload"),
-    ("", ""),
-])
-def test_words_normalise_the_spacing_of_a_vermagic(text, expected):
-    assert module.words(text) == expected
-
-
-def test_a_bare_config_gives_the_release_alone():
-    assert module.config_vermagic(REL, {}, AMD64) == REL
-
-
-def test_the_arm64_vermagic_ends_with_its_arch_word_and_amd64_has_none():
-    assert module.config_vermagic(REL, {}, ARM64) == f"{REL} aarch64"
-    config = {"CONFIG_SMP": "y", "CONFIG_MODULE_UNLOAD": "y"}
-    assert module.config_vermagic(REL, config, AMD64) == f"{REL} SMP mod_unload"
-    assert module.config_vermagic(REL, config, ARM64) == f"{REL} SMP mod_unload aarch64"
-
-
-@pytest.mark.parametrize("arch", [AMD64, ARM64])
-def test_every_vermagic_word_comes_in_the_kernels_order(arch):
-    config = {"CONFIG_MODVERSIONS": "y", "CONFIG_MODULE_UNLOAD": "y", "CONFIG_PREEMPT_BUILD": "y",
-              "CONFIG_SMP": "y", "CONFIG_RANDSTRUCT_FULL": "y"}
-    tail = " aarch64" if arch is ARM64 else ""
-    assert module.config_vermagic(REL, config, arch) == \
-        f"{REL} SMP preempt mod_unload modversions{tail} RANDSTRUCT_?"
-
-
-def test_preempt_rt_is_its_own_word_and_preempt_build_wins_over_it():
-    assert module.config_vermagic(REL, {"CONFIG_PREEMPT_RT": "y"}, AMD64) == f"{REL} preempt_rt"
-    assert module.config_vermagic(REL, {"CONFIG_PREEMPT_RT": "y", "CONFIG_PREEMPT_BUILD": "y"},
-                                  AMD64) == f"{REL} preempt"
-
-
-def test_randstruct_performance_also_leaves_the_seed_unknown():
-    assert module.config_vermagic(REL, {"CONFIG_RANDSTRUCT_PERFORMANCE": "y"}, AMD64) == \
-        f"{REL} RANDSTRUCT_?"
-
-
-def test_options_that_are_off_or_modules_add_no_words():
-    config = {"CONFIG_SMP": "n", "CONFIG_MODULE_UNLOAD": "m", "CONFIG_MODVERSIONS": "",
-              "CONFIG_RANDSTRUCT_NONE": "y"}
-    assert module.config_vermagic(REL, config, AMD64) == REL
-
-
-def test_the_same_vermagic_ignores_spacing_and_the_kernels_trailing_space():
-    assert module.same_vermagic(f"{REL} SMP preempt mod_unload aarch64 ",
-                                f"{REL}  SMP preempt mod_unload aarch64")
-
-
-@pytest.mark.parametrize("module_side", [
-    f"{REL} SMP mod_unload", f"{REL}-x SMP preempt mod_unload", f"{REL} SMP mod_unload preempt",
-    f"{REL} SMP preempt mod_unload modversions"])
-def test_any_other_word_or_order_is_another_vermagic(module_side):
-    assert not module.same_vermagic(f"{REL} SMP preempt mod_unload", module_side)
-
-
-def test_an_unknown_randstruct_seed_matches_any_seed():
-    kernel = f"{REL} SMP mod_unload aarch64 RANDSTRUCT_?"
-    assert module.same_vermagic(kernel, f"{REL} SMP mod_unload aarch64 RANDSTRUCT_1a2b3c ")
-    assert module.same_vermagic(kernel, f"{REL} SMP mod_unload aarch64 RANDSTRUCT_ffff")
-    assert not module.same_vermagic(kernel, f"{REL} mod_unload aarch64 RANDSTRUCT_1a2b3c")
-
-
-def test_a_known_randstruct_seed_must_match_exactly():
-    assert not module.same_vermagic(f"{REL} RANDSTRUCT_aaaa", f"{REL} RANDSTRUCT_bbbb")
-    assert module.same_vermagic(f"{REL} RANDSTRUCT_aaaa", f"{REL} RANDSTRUCT_aaaa")
-
-
-def test_a_module_without_randstruct_does_not_match_a_randstruct_kernel():
-    assert not module.same_vermagic(f"{REL} SMP RANDSTRUCT_?", f"{REL} SMP")
-
-
-def test_a_vermagic_diff_names_release_and_the_words_each_side_lacks():
-    assert module.vermagic_diff(f"{REL} SMP preempt mod_unload", "6.12.55 SMP mod_unload "
-                                "modversions") == \
-        f"release {REL} vs 6.12.55, kernel has preempt, module has modversions"
-
-
-def test_a_vermagic_diff_of_one_side_only_names_that_side():
-    assert module.vermagic_diff(f"{REL} SMP", f"{REL} SMP mod_unload") == "module has mod_unload"
-    assert module.vermagic_diff(f"{REL} SMP mod_unload", f"{REL} SMP") == "kernel has mod_unload"
-
-
-def test_a_vermagic_diff_of_the_same_words_says_the_order_differs():
-    assert module.vermagic_diff(f"{REL} SMP mod_unload", f"{REL} mod_unload SMP") == \
-        "same words in another order"
-
-
-def test_a_vermagic_diff_with_an_empty_side_does_not_fail():
-    assert module.vermagic_diff("", f"{REL} SMP") == f"release ? vs {REL}, module has SMP"
 
 
 # --- module facts and load order ---------------------------------------------------------------
@@ -255,7 +159,7 @@ def test_the_loader_conf_is_one_assignment_per_setting():
 def test_the_loader_conf_gives_back_a_vermagic_with_quotes_and_shell_characters(tmp_path):
     vermagic = "6.12.54-it's SMP $(touch pwned) `touch pwned2` \"x\" ;"
     conf = module.loader_conf(Module("m", "1", Path("/m")), REL, vermagic, AMD64, "0" * 64)
-    assert source_conf(tmp_path, conf, "LK_VERMAGIC") == module.words(vermagic) + "\n"
+    assert source_conf(tmp_path, conf, "LK_VERMAGIC") == fidelity.words(vermagic) + "\n"
     assert not (tmp_path / "pwned").exists() and not (tmp_path / "pwned2").exists()
 
 
