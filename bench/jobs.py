@@ -24,9 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import (BUILD_IMAGE, SOURCE, config, lkbuild, machine,  # noqa: E402
-                          write)
-from tests.integration.daemons import DockerEngine, MemoryCap  # noqa: E402
+from bench.common import BUILD_IMAGE, SOURCE, config, lkbuild, machine, write
+from tests.integration.daemons import DockerEngine, MemoryCap
 
 RUN = uuid.uuid4().hex[:8]
 
@@ -76,7 +75,7 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
         cap.stop()
     ok_fixed = {k: v["seconds"] for k, v in runs.items() if k.startswith("j") and v["ok"]}
-    best = min(ok_fixed, key=ok_fixed.get)
+    best = min(ok_fixed, key=ok_fixed.__getitem__)
     results = {
         "inputs": {**machine(), "source": args.source, "config": str(cfg), "cap_gib": args.cap_gib,
                    "fixed_jobs": fixed, "measured_peak_rss_mib": peak["peak_rss"] // 2**20},

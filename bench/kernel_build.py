@@ -32,9 +32,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import (BUILD_IMAGE, ROOT, SOURCE, config, lkbuild, machine,  # noqa: E402
-                          prune, write)
-from tests.integration.kernels import remove_images  # noqa: E402
+from bench.common import BUILD_IMAGE, ROOT, SOURCE, config, lkbuild, machine, prune, write
+from tests.integration.kernels import remove_images
 
 RUN = uuid.uuid4().hex[:8]
 ORG = f"lkbuild-bench-{RUN}"
@@ -61,7 +60,7 @@ class MemoryPeak:
         while not self._stop.wait(0.5):
             self.peak = max(self.peak, self._used() - self.base)
 
-    def __enter__(self) -> "MemoryPeak":
+    def __enter__(self) -> MemoryPeak:
         self._thread.start()
         return self
 
@@ -190,7 +189,7 @@ def main() -> None:
         for scope in ("first", "x86", "arm64"):
             prune({**base, "LKBUILD_CACHE_ID": f"bench-{RUN}-{scope}"})
         shutil.rmtree(work, ignore_errors=True)
-    results = {
+    results: dict[str, Any] = {
         "inputs": {**machine(), "source": str(source), "version": cold["version"],
                    "quick": args.quick, "jobs": jobs,
                    "config": {a: str(c.relative_to(ROOT)) for a, c in configs.items()}},

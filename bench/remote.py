@@ -29,12 +29,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import (BUILD_IMAGE, ROOT, SOURCE, UNAME, lkbuild, machine,  # noqa: E402
-                          write)
-from recipes import engine as enginemod  # noqa: E402
-from recipes import ssh  # noqa: E402
-from tests.integration.daemons import DockerEngine, Link, SSHServer  # noqa: E402
-from tests.integration.kernels import remove_images  # noqa: E402
+from bench.common import BUILD_IMAGE, ROOT, SOURCE, UNAME, lkbuild, machine, write
+from recipes import engine as enginemod, ssh
+from tests.integration.daemons import DockerEngine, Link, SSHServer
+from tests.integration.kernels import remove_images
 
 RUN = uuid.uuid4().hex[:8]
 
@@ -99,7 +97,7 @@ def main() -> None:
             finally:
                 link.stop()
         mb = size / 1e6
-        results = {
+        results: dict[str, Any] = {
             "inputs": {**machine(), "source": args.source, "arch": args.arch,
                        "config": "small" if args.quick else "series",
                        "image": ref, "image_mb": round(mb, 1), "link_mbit": rates},

@@ -18,7 +18,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import RESULTS, ROOT, machine, write  # noqa: E402
+from bench.common import RESULTS, ROOT, machine, write
 
 BENCHES = ("kernel_build", "jobs", "remote")
 LINK = "1000 Mbit/s link"
@@ -46,11 +46,12 @@ COMPARE = {"<=": operator.le, ">=": operator.ge}
 
 
 def figure(results: dict[str, Any], path: tuple[str, ...]) -> Any:
+    node: Any = results
     for key in path:
-        if not isinstance(results, dict) or key not in results:
+        if not isinstance(node, dict) or key not in node:
             return None
-        results = results[key]
-    return results
+        node = node[key]
+    return node
 
 
 def table(found: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -94,7 +95,7 @@ def main() -> None:
     width = max(len(r["figure"]) for r in rows)
     for r in rows:
         state = {True: "met", False: "MISSED", None: "not run"}[r["met"]]
-        print(f"{r['figure']:<{width}}  {r['goal']:>7}  {str(r['measured']):>8}  {state}")
+        print(f"{r['figure']:<{width}}  {r['goal']:>7}  {r['measured']!s:>8}  {state}")
     print(f"written to {path}")
     if failed:
         sys.exit(f"benchmark {', '.join(failed)} failed")

@@ -32,7 +32,7 @@ class Arch:
     console: str
     vermagic: str
 
-    def cross_prefix_from(self, build: "Arch") -> str:
+    def cross_prefix_from(self, build: Arch) -> str:
         """CROSS_COMPILE for building this arch on `build`; empty when native."""
         return "" if build.name == self.name else self.cross_compile
 

@@ -25,18 +25,18 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Iterator
+from typing import IO, TYPE_CHECKING, Any
 
 import docker
 import docker.errors
 import requests.exceptions
 import yaml
 
-from . import arch as archmod
-from . import ui
+from . import arch as archmod, ui
 from .arch import Arch
 from .errors import BuildError, InfraError, LkbuildError, UserError
 
@@ -120,7 +120,8 @@ def _data() -> dict[str, Any]:
     bad = [str(p) for p in names if not isinstance(p, str) or not PACKAGE_RE.fullmatch(p)]
     if bad:
         raise UserError(f"{where}: not Debian package names: {', '.join(bad)}")
-    return {"packages": list(base), "cross_extra": {str(k): list(v or []) for k, v in extra.items()}}
+    return {"packages": list(base),
+            "cross_extra": {str(k): list(v or []) for k, v in extra.items()}}
 
 
 def packages(host: Arch | None = None) -> list[str]:
@@ -232,7 +233,9 @@ def probe_mirror(mirror: str, suite: str, timeout: float = 10) -> LkbuildError |
     url = f"{mirror}/dists/{suite}/Release"
     method = "HEAD" if url.startswith(("http://", "https://")) else None
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, method=method), timeout=timeout):
+        # S310: file:// and ftp:// mirrors are accepted on purpose (validate_mirror)
+        with urllib.request.urlopen(urllib.request.Request(url, method=method),  # noqa: S310
+                                    timeout=timeout):
             return None
     except urllib.error.HTTPError as exc:
         return UserError(f"the Debian mirror {mirror} has no suite {suite} "
@@ -280,7 +283,8 @@ def trim_rootfs(root: Path) -> None:
     if log_dir.is_dir():
         for log in [p for p in log_dir.rglob("*") if p.is_file() or p.is_symlink()]:
             log.unlink()
-    for old in [*(root / "var/cache/debconf").glob("*-old"), *(root / "var/lib/dpkg").glob("*-old")]:
+    for old in [*(root / "var/cache/debconf").glob("*-old"),
+                *(root / "var/lib/dpkg").glob("*-old")]:
         old.unlink()
     with contextlib.suppress(FileNotFoundError):
         (root / "var/cache/ldconfig/aux-cache").unlink()

@@ -8,20 +8,20 @@ an exit code.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 import re
+import subprocess
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from invoke import Collection, Context, Exit, Program, Task
-from invoke import task as invoke_task
+from invoke import Collection, Context, Exit, Program, Task, task as invoke_task
 from invoke.parser import Argument
 
-from . import arch as archmod
-from . import series as seriesmod
-from . import ui
+from . import arch as archmod, series as seriesmod, ui
 from .errors import LkbuildError, UserError
 from .settings import ROOT, Settings
 
@@ -536,8 +536,7 @@ def buildmodule(c: Context, kernel: str = "", arch: str = "", module: str = "",
                 variant: str = "", debug: bool = False, profile: str = "",
                 json: bool = False) -> None:
     """Build kernel modules against a kernel; make the module image and its loader image."""
-    from . import matrix as matrixmod
-    from . import module as modulemod
+    from . import matrix as matrixmod, module as modulemod
 
     check_jobs(jobs)
     s = settings(kernel_dir=kernel_dir, builders=builders or [])
@@ -603,9 +602,7 @@ def vmtest(c: Context, kernel: str = "", arch: str = "", module: str = "",
     """Boot a kernel in qemu (and load a module image's modules with its own loader)."""
     import tempfile
 
-    from . import engine as enginemod
-    from . import module as modulemod
-    from . import vm
+    from . import engine as enginemod, module as modulemod, vm
     from .errors import BuildError
 
     if timeout <= 0:
@@ -687,10 +684,7 @@ def remote_build(c: Context, host: list[str] | None = None, version: list[str] |
                  module_source: str = "", push: bool = False, registry: str = "",
                  force_push: bool = False, json: bool = False) -> None:
     """Build kernels (and modules) on Linux hosts over SSH (only Docker and buildx there)."""
-    from . import fanout
-    from . import kernel
-    from . import remote
-    from . import ssh
+    from . import fanout, kernel, remote, ssh
 
     if not host:
         raise UserError("--host is required", "e.g. --host me@server or --host server:2222")
@@ -767,9 +761,7 @@ def push(c: Context, version: str = "", arch: list[str] | None = None, org: str 
          force: bool = False, dry_run: bool = False, context: str = "",
          json: bool = False, from_org: str = "") -> None:
     """Push per-arch tags and the multi-arch OCI indexes of a kernel (or a module) to a registry."""
-    from . import engine as enginemod
-    from . import push as pushmod
-    from . import registry as registrymod
+    from . import engine as enginemod, push as pushmod, registry as registrymod
 
     s = settings(org=org, registry=registry, context=context)
     # Where `inv build` put them: the setting org, which --org overrides for the push alone.
@@ -814,8 +806,7 @@ def push(c: Context, version: str = "", arch: list[str] | None = None, org: str 
 def pull(c: Context, version: str = "", arch: list[str] | None = None, org: str = "",
          registry: str = "", debug: bool = False, context: str = "") -> None:
     """Pull a kernel's images (and its -builder) and tag them as a local build would."""
-    from . import engine as enginemod
-    from . import push as pushmod
+    from . import engine as enginemod, push as pushmod
 
     if not version:
         raise UserError("--version is required", "e.g. inv pull --version 6.12.54")
@@ -845,17 +836,33 @@ def prune(c: Context, build_image: str = "", context: str = "") -> None:
 TEST_TIERS = {"quick": "unit", "ci": "unit or ci", "full": "unit or ci or full"}
 """pytest markers each tier runs (tests/conftest.py gives every test exactly one of them)."""
 
+CODE_CHECKS = (
+    ("ruff", ("check", "."), "`ruff check --fix` fixes some; the rules are in pyproject.toml"),
+    ("mypy", (), "the settings are in pyproject.toml"),
+)
+"""What every tier runs first, in the checkout: (module, its arguments, the hint on a failure)."""
 
-@task(help={"quick": "only the unit tests (about a minute)",
+
+def check_code() -> None:
+    """ruff, then mypy, over the checkout; the first that finds a problem fails the task."""
+    for name, args, hint in CODE_CHECKS:
+        if importlib.util.find_spec(name) is None:
+            raise UserError(f"{name} is not installed", "python3 -m pip install -e '.[test]'")
+        if subprocess.call([sys.executable, "-m", name, *args], cwd=ROOT) != 0:
+            raise LkbuildError(f"{name} found problems, listed above", hint)
+
+
+@task(help={"quick": "ruff, mypy and the unit tests alone (about a minute)",
             "full": "every test: the CI tier and the full tier (over an hour on 2 cores)",
             "k": "only tests matching this pytest -k expression"})
 @edge
 def test(c: Context, quick: bool = False, full: bool = False, k: str = "") -> None:
-    """Run the unit and CI-tier tests (--quick: unit alone; --full: every tier)."""
+    """Run ruff, mypy, then the unit and CI-tier tests (--quick: unit alone; --full: all)."""
     if quick and full:
         raise UserError("--quick and --full name two tiers", "give one of them, or neither "
                                                              "for the CI tier")
     tier = "quick" if quick else "full" if full else "ci"
+    check_code()
     args = [sys.executable, "-m", "pytest", str(ROOT / "tests"), "-m", TEST_TIERS[tier]]
     if tier != "quick":  # where the time went, in every log of a run for real
         args += ["--durations=25"]

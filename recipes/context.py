@@ -9,8 +9,8 @@ import contextlib
 import fcntl
 import os
 import shutil
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Iterator, Mapping
 
 from . import ui
 
@@ -54,9 +54,7 @@ def sync_tree(root: Path, files: Mapping[str, tuple[bytes, int]]) -> None:
         if path.is_symlink() or not path.is_dir():
             if rel not in files:
                 path.unlink()
-        elif rel in files:
-            shutil.rmtree(path)
-        elif not any(d == rel or d.startswith(rel + "/") for d in wanted_dirs):
+        elif rel in files or not any(d == rel or d.startswith(rel + "/") for d in wanted_dirs):
             shutil.rmtree(path)
     for rel, (data, mode) in files.items():
         put_file(root / rel, data, mode)

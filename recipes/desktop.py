@@ -9,12 +9,14 @@ the checks that hold it to that, are in fidelity.py.
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import hashlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from . import kconfig, ui
 from .arch import from_uname
@@ -34,7 +36,8 @@ KERNEL_IMAGE_RE = re.compile(r"^\s*image:\s*[\"']?(\S*?(?:for-desktop-kernel|/ke
 def parse_stream(text: str) -> dict[str, str]:
     """capture.sh's stdout (or a console log holding it) -> {fact: text}."""
     facts: dict[str, str] = {}
-    name, lines = "", []
+    name = ""
+    lines: list[str] = []
     for raw in text.splitlines():
         line = raw.rstrip("\r")
         if name:
@@ -196,7 +199,7 @@ def run_capture(engine: Any, image: str, privileged: bool) -> str:
         assert container is not None
         container.start()
         status = container.wait(timeout=120)
-        output = container.logs(stdout=True, stderr=False).decode(errors="replace")
+        output: str = container.logs(stdout=True, stderr=False).decode(errors="replace")
         if int(status.get("StatusCode", 1)) != 0:
             err = container.logs(stdout=False, stderr=True).decode(errors="replace")
             raise UserError(f"the capture failed in {image} on {engine.describe()}: "
@@ -211,10 +214,8 @@ def run_capture(engine: Any, image: str, privileged: bool) -> str:
                         f"{' '.join(str(exc.explanation or exc).split())[:200]}") from None
     finally:
         if container is not None:
-            try:
+            with contextlib.suppress(docker.errors.APIError):
                 container.remove(force=True)
-            except docker.errors.APIError:
-                pass
 
 
 @dataclass
@@ -259,8 +260,7 @@ def detect(settings: Any, *, from_dir: str = "", image: str = "", privileged: bo
         else:
             capture = capture_of(read_dir(where), f"capture dir {where}")
         return Detected(capture, profile_of(capture, str(where)))
-    from . import engine as enginemod
-    from . import kernel
+    from . import engine as enginemod, kernel
 
     eng = enginemod.connect(settings)
     try:

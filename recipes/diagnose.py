@@ -12,9 +12,9 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from .atomic import write_text
 from .errors import BuildError, LkbuildError, UserError

@@ -14,10 +14,11 @@ import json
 import os
 import shutil
 import subprocess
-from contextlib import contextmanager
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Protocol
 
 import docker
 import docker.errors
@@ -257,6 +258,23 @@ def _wrapped(what: str, hint: str = "") -> Iterator[None]:
         raise InfraError(f"{what}: {detail}", hint) from None
 
 
+class Images(Protocol):
+    """The image lookups that plan a module build or a push. Engine answers them, and so does
+    a build host's engine over SSH (remote.HostEngine), so the planning code is the same."""
+
+    def describe(self) -> str: ...
+
+    def info(self) -> dict[str, Any]: ...
+
+    def image(self, ref: str) -> dict[str, Any] | None: ...
+
+    def image_exists(self, ref: str) -> bool: ...
+
+    def image_ids(self, repo: str) -> list[str]: ...
+
+    def archives(self, ref: str, paths: Sequence[str], dest: Path) -> dict[str, Path]: ...
+
+
 class Engine:
     """A reachable engine: the SDK client plus the facts lkbuild sizes builds with."""
 
@@ -328,10 +346,8 @@ class Engine:
             yield container
         finally:
             if container is not None:
-                try:
+                with suppress(*_WRAPPED):
                     container.remove(force=True)
-                except _WRAPPED:
-                    pass
 
     def output(self, image: str, command: Sequence[str], timeout: int = 60) -> str:
         """stdout of a short command run in a container of `image`."""
@@ -339,7 +355,7 @@ class Engine:
             with _wrapped(f"cannot run {command[0]} in {image} on {self.describe()}"):
                 container.start()
                 status = container.wait(timeout=timeout)
-                out = container.logs(stdout=True, stderr=False).decode(errors="replace")
+                out: str = container.logs(stdout=True, stderr=False).decode(errors="replace")
             if int(status.get("StatusCode", 1)) != 0:
                 raise InfraError(f"{command[0]} failed in {image} on {self.describe()} "
                                  f"(exit {status.get('StatusCode')})")
@@ -449,10 +465,8 @@ class Engine:
         return env
 
     def close(self) -> None:
-        try:
+        with suppress(*_WRAPPED):
             self.client.close()
-        except _WRAPPED:
-            pass
 
 
 def parse_df(text: str) -> dict[str, int]:

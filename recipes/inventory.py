@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from . import kernel, module, ui
 from .arch import resolve
 from .errors import InfraError
 from .series import KernelTree, bump_version, parse_version, series_of, start_series
 from .settings import Settings
-
 
 KERNEL_HASH_IN_REF = re.compile(r"-([0-9a-f]{16})-[a-z0-9]+$")
 """The content hash in a kernel image's `<v>-<hash>-<arch>` tag (a module's kernel label)."""

@@ -15,10 +15,11 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator, Protocol
+from typing import Any, Protocol
 
 from . import atomic, buildx, context, fidelity, kconfig, resources, sources, ui
 from .arch import Arch, resolve
@@ -44,7 +45,8 @@ def repository(settings: Settings, image: str = IMAGE) -> str:
 
 def tag(version: str, digest: str | None, arch: Arch | None, debug: bool = False,
         builder: bool = False) -> str:
-    """`<v>[-dbg][-builder][-<hash>][-<arch>]`: linuxkit's scheme with the kind after the version."""
+    """`<v>[-dbg][-builder][-<hash>][-<arch>]`: linuxkit's scheme with the kind after the
+    version."""
     parts = [version]
     if debug:
         parts.append("dbg")
@@ -203,7 +205,7 @@ def plan(settings: Settings, request: Request, need_config: bool = True,
     fragments = tuple(_check_file(f, "fragment", "--fragment") for f in request.fragments)
     _check_patches(series.patches(request.variant))
     if request.debug:
-        fragments = (debug_fragment(tree),) + fragments
+        fragments = (debug_fragment(tree), *fragments)
     source = source or sources.fetch(settings, request.version, request.source)
     build_image = request.build_image or settings.build_image \
         or series.build_args.get("BUILD_IMAGE", "")
@@ -373,7 +375,8 @@ def build_args(p: Plan, build_arch: Arch, jobs: int,
 def log_path(settings: Settings, p: Plan) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     kind = "kernel-dbg" if p.request.debug else "kernel"
-    return Path(settings.cache_dir) / "logs" / f"{kind}-{p.request.version}-{p.arch.name}-{stamp}.log"
+    name = f"{kind}-{p.request.version}-{p.arch.name}-{stamp}.log"
+    return Path(settings.cache_dir) / "logs" / name
 
 
 def _run(engine: Engine, b: buildx.Build, log: Path, what: str) -> None:

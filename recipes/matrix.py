@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from . import arch as archmod
-from . import module as modulemod
-from . import ui
+from . import arch as archmod, module as modulemod, ui
 from .errors import LkbuildError, UserError
 from .settings import Settings
 

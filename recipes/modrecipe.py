@@ -12,10 +12,11 @@ import hashlib
 import os
 import re
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -34,7 +35,8 @@ BUILD_ARTIFACTS = re.compile(r"(.*\.(o|ko|mod|mod\.c|cmd|order|symvers)|\.tmp_ve
 @functools.cache
 def schema() -> dict[str, Any]:
     text = resources.files("recipes").joinpath("data/module-recipe.yaml").read_text()
-    return yaml.safe_load(text)["fields"]
+    fields: dict[str, Any] = yaml.safe_load(text)["fields"]
+    return fields
 
 
 def _type_ok(kind: str, value: Any) -> bool:
@@ -55,10 +57,8 @@ def validate(data: Any, fields: Mapping[str, Any] | None = None, where: str = ""
     prefix = f"{where}." if where else ""
     if not isinstance(data, dict):
         return [f"{where or 'recipe'}: must be a mapping"]
-    errors: list[str] = []
-    for key in data:
-        if str(key) not in fields:
-            errors.append(f"{prefix}{key}: unknown field (known: {', '.join(fields)})")
+    errors = [f"{prefix}{key}: unknown field (known: {', '.join(fields)})"
+              for key in data if str(key) not in fields]
     for name, spec in fields.items():
         path = f"{prefix}{name}"
         if name not in data or data[name] is None:
@@ -178,7 +178,7 @@ def known(module_dir: Path) -> list[str]:
 
 
 def looks_like_path(spec: str) -> bool:
-    return "/" in spec or spec.startswith(".") or spec.startswith("~")
+    return "/" in spec or spec.startswith((".", "~"))
 
 
 def build_mode(directory: Path) -> str:
@@ -291,7 +291,7 @@ def dir_files(directory: Path) -> dict[str, tuple[bytes, int]]:
     for root, dirs, files in os.walk(directory):
         dirs[:] = sorted(d for d in dirs if not BUILD_ARTIFACTS.fullmatch(d))
         for name in sorted(files):
-            if BUILD_ARTIFACTS.fullmatch(name) or name.startswith(".") and name.endswith(".cmd"):
+            if BUILD_ARTIFACTS.fullmatch(name) or (name.startswith(".") and name.endswith(".cmd")):
                 continue
             path = Path(root) / name
             st = path.lstat()

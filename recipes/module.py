@@ -16,18 +16,18 @@ import subprocess
 import tarfile
 import tempfile
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Protocol
 
 from . import buildx, context, kconfig, kernel, modrecipe, sources, ui
 from .arch import Arch, host, resolve
 from .diagnose import diagnose_file, error_lines, step_error
-from .engine import Engine
+from .engine import Engine, Images
 from .errors import BuildError, UserError, VerifyError
-from .fidelity import (Profile, check_vermagic, config_vermagic, same_vermagic,
-                       vermagic_diff, words)
+from .fidelity import Profile, check_vermagic, config_vermagic, same_vermagic, vermagic_diff, words
 from .modrecipe import Module
 from .settings import ROOT, Settings
 from .vm import ELF_MACHINE, elf_facts, find_busybox, is_version
@@ -71,7 +71,7 @@ def parse_module_facts(text: str) -> list[Built]:
     for line in text.splitlines():
         if not line.strip():
             continue
-        fields = (line.split("\t") + ["", "", "", ""])[:4]
+        fields = [*line.split("\t"), "", "", "", ""][:4]
         deps = tuple(d.strip().replace("-", "_") for d in fields[3].split(",") if d.strip())
         out.append(Built(fields[0].strip(), fields[1].strip(), fields[2], deps))
     return out
@@ -88,10 +88,10 @@ def load_order(built: Sequence[Built]) -> list[Built]:
             return
         if state.get(name) == "busy":
             raise BuildError(f"the modules depend on each other in a cycle: "
-                             f"{' -> '.join(chain + (name,))}")
+                             f"{' -> '.join((*chain, name))}")
         state[name] = "busy"
         for dep in sorted(by_name[name].depends):
-            visit(dep, chain + (name,))
+            visit(dep, (*chain, name))
         state[name] = "done"
         done.append(by_name[name])
 
@@ -262,7 +262,7 @@ class KernelTarget:
         return self.labels.get(f"{kernel.LABEL}.release", "")
 
 
-def kernel_target(settings: Settings, engine: Engine, spec: str, arch: Arch | None,
+def kernel_target(settings: Settings, engine: Images, spec: str, arch: Arch | None,
                   plan_for: Callable[[str, Arch], kernel.Plan]) -> KernelTarget:
     """--kernel V (lkbuild's image for that version and the build flags) or an image ref."""
     spec = (spec or "").strip()
@@ -320,7 +320,7 @@ def toolchain_of(target: KernelTarget, build_arch: Arch) -> tuple[str, str]:
     return "native", ""
 
 
-def image_compiler(engine: Engine, ref: str) -> str:
+def image_compiler(engine: Images, ref: str) -> str:
     """CONFIG_CC_VERSION_TEXT from a kernel image's kernel-dev.tar (slow: only for messages)."""
     with tempfile.TemporaryDirectory(prefix="lkbuild-") as tmp:
         spooled = engine.archives(ref, ["/kernel-dev.tar"], Path(tmp))
@@ -335,7 +335,9 @@ def image_compiler(engine: Engine, ref: str) -> str:
                     for member in dev:
                         if member.isfile() and re.fullmatch(r"(\./)?usr/src/[^/]+/\.config",
                                                             member.name):
-                            text = dev.extractfile(member).read().decode(errors="replace")
+                            data = dev.extractfile(member)
+                            assert data is not None, "a regular member always has data"
+                            text = data.read().decode(errors="replace")
                             return kconfig.parse(text).get("CONFIG_CC_VERSION_TEXT",
                                                            "").strip('"')
         except (tarfile.TarError, OSError, KeyError):
@@ -343,7 +345,7 @@ def image_compiler(engine: Engine, ref: str) -> str:
     return ""
 
 
-def find_builder(engine: Engine, target: KernelTarget, override: str = "") -> None:
+def find_builder(engine: Images, target: KernelTarget, override: str = "") -> None:
     """Fill in the builder image: --builder-image, else the first candidate on the engine."""
     if override:
         candidates = [override]
@@ -497,7 +499,7 @@ class Loader:
                          "/proc/modules'; exit 1; }" for m in self.modules] + [load]
 
 
-def loader_ref(settings: Settings, engine: Engine, spec: str, request: Request,
+def loader_ref(settings: Settings, engine: Images, spec: str, request: Request,
                plan_for: Callable[[str, Arch], kernel.Plan]) -> str:
     """--module for vmtest: a module or loader image ref, or NAME|PATH built for --kernel."""
     spec = spec.strip()
@@ -525,7 +527,7 @@ def loader_ref(settings: Settings, engine: Engine, spec: str, request: Request,
     return found.loader_refs[0]
 
 
-def loader_files(engine: Engine, ref: str, dest: Path) -> Loader:
+def loader_files(engine: Images, ref: str, dest: Path) -> Loader:
     """Copy /lkbuild out of a loader image (never running it) and read its module list."""
     attrs = engine.image(ref)
     if attrs is None:
@@ -545,7 +547,7 @@ class Plan:
 
     module: Module
     target: KernelTarget
-    engine: Engine
+    engine: Images
     steps: str
     src: Sources
     busybox: Path
@@ -565,7 +567,7 @@ class Plan:
 
 
 def plan(settings: Settings, request: Request,
-         plan_for: Callable[[str, Arch], kernel.Plan], engine: Any = None) -> Plan:
+         plan_for: Callable[[str, Arch], kernel.Plan], engine: Images | None = None) -> Plan:
     """Resolve module, kernel, compiler and sources, and hash them, without building.
 
     `engine` is where the kernel images are looked up (a remote host's, for remote builds);
@@ -609,7 +611,8 @@ def existing(p: Plan, release: str, started: float) -> Result | None:
 class Runner(Protocol):
     """Where a module build's BuildKit steps run: the local engine, or a remote host's."""
 
-    engine: Any
+    @property
+    def engine(self) -> Images: ...
 
     def jobs(self, requested: int) -> int: ...
 
@@ -633,7 +636,10 @@ def build(settings: Settings, request: Request,
     started = time.monotonic()
     p = plan(settings, request, plan_for, runner.engine if runner else None)
     module, target, arch, engine = p.module, p.target, p.arch, p.engine
-    where = runner or LocalRunner(engine)
+    where = runner
+    if where is None:
+        assert isinstance(engine, Engine), "plan() looked up on the engine that builds the arch"
+        where = LocalRunner(engine)
     labelled = target.labels.get(f"{kernel.LABEL}.vermagic", "")
     if request.profile is not None and labelled:  # before an earlier build is reused
         check_vermagic(request.profile, target.ref, labelled)

@@ -16,15 +16,16 @@ import subprocess
 import tarfile
 import tempfile
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from . import kernel, module as modulemod, registry, sources, ui
 from .arch import Arch, canonical, resolve
 from .atomic import write_text
-from .engine import Engine
+from .engine import Engine, Images
 from .errors import InfraError, LkbuildError, UserError
 from .registry import Client, Entry, Platform
 from .series import parse_version
@@ -105,7 +106,7 @@ def local_candidates(settings: Settings, name: str, org: str = "") -> list[str]:
     return list(dict.fromkeys([f"{prefix}{org}/{name}", f"{org}/{name}"]))
 
 
-def _find(engine: Engine, settings: Settings, name: str, tag: str,
+def _find(engine: Images, settings: Settings, name: str, tag: str,
           orgs: Sequence[str] = ()) -> tuple[str, dict] | None:
     for org in orgs or [settings.org]:
         for repo in local_candidates(settings, name, org):
@@ -202,7 +203,7 @@ def _kernel_elsewhere(settings: Settings, engine: Engine, version: str, a: Arch,
     return picked.ref, attrs
 
 
-def kernel_images(settings: Settings, engine: Engine, version: str, arches: list[Arch],
+def kernel_images(settings: Settings, engine: Images, version: str, arches: list[Arch],
                   debug: bool, orgs: Sequence[str] = (), elsewhere: bool = True
                   ) -> list[Image]:
     """The kernel (and -builder, and with debug the -dbg) images of a version, per arch.
@@ -221,11 +222,13 @@ def kernel_images(settings: Settings, engine: Engine, version: str, arches: list
     for a in wanted:
         chosen: dict[bool, str] = {}  # debug -> the kernel's hash, which its builder carries
 
-        def lookup(dbg: bool, builder: bool) -> tuple[str, dict] | None:
+        def lookup(dbg: bool, builder: bool, a: Arch = a,
+                   chosen: dict[bool, str] = chosen) -> tuple[str, dict] | None:
             found = _find(engine, settings, kernel.IMAGE, kernel.tag(version, None, a, dbg,
                                                                       builder), orgs)
             if found is not None or not elsewhere:
                 return found
+            assert isinstance(engine, Engine), "only the local engine lists images by label"
             return _kernel_elsewhere(settings, engine, version, a, dbg, builder,
                                      chosen.get(dbg))
 
@@ -301,7 +304,7 @@ def _module_for(labels: dict[str, str], name: str, kernel_version: str,
             labels.get(f"{label}.hash", ""))
 
 
-def module_images(settings: Settings, engine: Engine, name: str, kernel_version: str,
+def module_images(settings: Settings, engine: Images, name: str, kernel_version: str,
                   arches: list[Arch], orgs: Sequence[str] = (), elsewhere: bool = True
                   ) -> list[Image]:
     """The module and loader images built for a kernel, per arch and module version: under
@@ -332,6 +335,7 @@ def module_images(settings: Settings, engine: Engine, name: str, kernel_version:
                                          release, a, digest, loader))
     here = {i.arch for i in out}
     if elsewhere:
+        assert isinstance(engine, Engine), "only the local engine lists images by label"
         out += _modules_elsewhere(settings, engine, name, kernel_version,
                                   [a for a in arches or [resolve(x) for x in canonical()]
                                    if a.name not in here])
@@ -586,7 +590,7 @@ class Pusher:
         dest = Path(tempfile.mkdtemp(dir=self.work, prefix="image-"))
         assert self.engine is not None, "images on a build host are pushed from there"
         exported = export(self.engine, image, dest)
-        ours = dict(zip(image.diff_ids, exported.layers))
+        ours = dict(zip(image.diff_ids, exported.layers, strict=False))
         if len(ours) == len(exported.layers):
             self.cache.remember(image.image_id, exported.config, ours)
         return Prepared(image, exported.config, exported.layers, exported)
@@ -791,7 +795,7 @@ def host_push(settings: Settings, images: list[Image], send: Callable[[Image, st
                    for o in [_index_clash(pusher, repo, tag, members)] if o is not None]
         if not force:
             refuse_conflicts([o for _, _, o in planned] + clashes)
-        for image, tag, outcome in planned:
+        for image, _tag, outcome in planned:
             if outcome.status != "unchanged":
                 send(image, outcome.ref)
         entries: dict[int, Entry] = {}

@@ -13,8 +13,9 @@ import hashlib
 import ipaddress
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Mapping
+from typing import Any, BinaryIO
 
 import requests
 
@@ -118,13 +119,13 @@ class Platform:
         return "/".join(p for p in (self.os, self.architecture, self.variant) if p)
 
     @classmethod
-    def of(cls, doc: Mapping[str, Any]) -> "Platform":
+    def of(cls, doc: Mapping[str, Any]) -> Platform:
         """From an image config, an inspect result or an index entry's platform."""
         return cls(str(doc.get("os") or doc.get("Os") or "linux"),
                    str(doc.get("architecture") or doc.get("Architecture") or ""),
                    str(doc.get("variant") or doc.get("Variant") or ""))
 
-    def same(self, other: "Platform") -> bool:
+    def same(self, other: Platform) -> bool:
         """arm64 and arm64/v8 are the same machine: the variant counts only when both name one."""
         return (self.os, self.architecture) == (other.os, other.architecture) and \
             (not self.variant or not other.variant or self.variant == other.variant)
@@ -152,12 +153,9 @@ def index(entries: list[Entry]) -> dict[str, Any]:
 
 
 def index_entries(doc: Mapping[str, Any]) -> list[Entry]:
-    out = []
-    for m in doc.get("manifests") or []:
-        out.append(Entry(str(m.get("digest", "")), int(m.get("size", 0)),
-                         Platform.of(m.get("platform") or {}),
-                         str(m.get("mediaType") or OCI_MANIFEST)))
-    return out
+    return [Entry(str(m.get("digest", "")), int(m.get("size", 0)),
+                  Platform.of(m.get("platform") or {}), str(m.get("mediaType") or OCI_MANIFEST))
+            for m in doc.get("manifests") or []]
 
 
 def merged(existing: list[Entry], ours: list[Entry]) -> list[Entry]:
@@ -177,7 +175,7 @@ def auth_header(auth: Mapping[str, str] | None) -> dict[str, str]:
     return {"Authorization": f"Basic {token}"}
 
 
-def credentials(auth: Mapping[str, str]) -> tuple[str, str]:
+def credentials(auth: Mapping[str, object]) -> tuple[str, str]:
     """(user, secret) from either spelling the docker SDK returns."""
     low = {k.lower(): v for k, v in auth.items() if isinstance(v, str)}
     if low.get("username"):
@@ -242,7 +240,7 @@ class Client:
     def close(self) -> None:
         self.session.close()
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -387,9 +385,9 @@ class Client:
 
 
 def _rewind(kw: dict[str, Any]) -> None:
-    data = kw.get("data")
-    if hasattr(data, "seek"):
-        data.seek(0)
+    seek = getattr(kw.get("data"), "seek", None)
+    if seek is not None:
+        seek(0)
 
 
 def _short(exc: BaseException) -> str:

@@ -17,9 +17,10 @@ import tarfile
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from . import buildx, kernel, module as modulemod, push as pushmod, resources, sources, ssh, ui
 from .arch import Arch, resolve
@@ -102,8 +103,7 @@ def assemble_script(entries: list[FileEntry], blobs: PurePosixPath, dest: PurePo
     lines = ["set -e", f"rm -rf {shlex.quote(str(dest))}", f"mkdir -p {shlex.quote(str(dest))}",
              f"cd {shlex.quote(str(dest))}"]
     wanted = set(dirs or []) | {str(PurePosixPath(e.rel).parent) for e in entries}
-    for d in sorted(wanted - {"."}):
-        lines.append(f"mkdir -p {shlex.quote(d)}")
+    lines.extend(f"mkdir -p {shlex.quote(d)}" for d in sorted(wanted - {"."}))
     for e in entries:
         blob, rel = shlex.quote(str(blobs / e.sha256)), shlex.quote(e.rel)
         if e.mode == 0o644:

@@ -11,9 +11,10 @@ import json
 import os
 import shutil
 import sys
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, MutableMapping, Sequence
+from typing import Any
 
 from . import engine as enginemod
 from .atomic import write_text
@@ -58,7 +59,7 @@ class JobModel:
     peak: int = 0  # the measured largest process, when the model comes from a build
 
     @classmethod
-    def measured(cls, peak: int) -> "JobModel":
+    def measured(cls, peak: int) -> JobModel:
         steps = -(-int(peak * MEASURED_MARGIN) // MEASURED_STEP)
         return cls(MEASURED_RESERVE, max(MEASURED_FLOOR, steps * MEASURED_STEP), peak)
 
@@ -385,7 +386,7 @@ class DiskImage:
     host_free: int
 
     @classmethod
-    def read(cls, path: Path | str | None) -> "DiskImage | None":
+    def read(cls, path: Path | str | None) -> DiskImage | None:
         if path is None:
             return None
         path = Path(path).expanduser()
@@ -472,7 +473,7 @@ QEMU = ("qemu-system-x86_64", "qemu-system-aarch64")
 def check_qemu(path_env: str | None = None) -> Check:
     found = {name: shutil.which(name, path=path_env) for name in QEMU}
     missing = [name for name, where in found.items() if not where]
-    data = {name: where for name, where in found.items()}
+    data = dict(found)
     if missing:
         fix = ("brew install qemu" if sys.platform == "darwin"
                else "apt-get install qemu-system-x86 qemu-system-arm")

@@ -11,9 +11,9 @@ import hashlib
 import re
 import shutil
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 from . import atomic
 from .arch import Arch, from_uname
@@ -123,7 +123,8 @@ class Series:
             raise UserError(
                 f"series {self.name} has no config for {arch.name} ({path} is missing)",
                 f"arches with a config: {have}; make one with "
-                f"`inv kconfig --version {self.version} --arch {arch.name} --base defconfig --save`",
+                f"`inv kconfig --version {self.version} --arch {arch.name} --base defconfig "
+                "--save`",
             )
         return path
 
@@ -153,7 +154,8 @@ class KernelTree:
         if not self.path.is_dir():
             what = "is not a directory" if self.path.exists() else "does not exist"
             raise UserError(f"kernel dir {self.path} {what}",
-                            "point --kernel-dir or LKBUILD_KERNEL_DIR at a tree with <series>/build-args")
+                            "point --kernel-dir or LKBUILD_KERNEL_DIR at a tree with "
+                            "<series>/build-args")
         self.series: dict[str, Series] = {}
         variants: dict[str, dict[str, Path]] = {}
         for child in sorted(self.path.iterdir()):
@@ -271,12 +273,13 @@ class BuildInputs:
         if self.recipe_dir is not None:
             recipe = []
             for path in sorted(self.recipe_dir.rglob("*")):
-                rel = path.relative_to(self.recipe_dir)
-                if not path.is_file() or SERIES_RE.fullmatch(rel.parts[0]) \
-                        or NOT_INPUTS.fullmatch(rel.parts[0]) or rel.parts[0].startswith("."):
+                relpath = path.relative_to(self.recipe_dir)
+                if not path.is_file() or SERIES_RE.fullmatch(relpath.parts[0]) \
+                        or NOT_INPUTS.fullmatch(relpath.parts[0]) \
+                        or relpath.parts[0].startswith("."):
                     continue
                 mode = "x" if path.stat().st_mode & stat.S_IXUSR else "-"
-                recipe.append(f"recipe {rel.as_posix()} {mode} {_file_digest(path)}")
+                recipe.append(f"recipe {relpath.as_posix()} {mode} {_file_digest(path)}")
             lines.extend(recipe)
         if self.config is not None:
             lines.append(f"config {_file_digest(self.config)}")

@@ -9,9 +9,10 @@ from __future__ import annotations
 import difflib
 import getpass
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import yaml
 
@@ -77,7 +78,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("debian_suite", "str", lambda: "bookworm", "Debian suite for bootstrap-image"),
     Setting("context", "str", lambda: "",
             "Docker context to use (empty: DOCKER_HOST, then the CLI's active context)"),
-    Setting("builders", "list", lambda: [],
+    Setting("builders", "list", list,
             "per-platform builders, e.g. linux/arm64=desktop-linux; {arch} is replaced"),
     Setting("builder_name", "str", lambda: "",
             "buildx builder name (empty: the engine's own builder)"),

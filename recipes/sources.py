@@ -29,12 +29,19 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Iterator
+from typing import Any
 
-from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
-                           TimeRemainingColumn, TransferSpeedColumn)
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 
 from . import atomic, ui
 from .errors import InfraError, UserError, VerifyError
@@ -150,7 +157,7 @@ def clearsigned_body(text: str) -> str:
     while index < len(lines) and stripped[index]:
         index += 1  # armor headers such as "Hash: SHA256"
     body = []
-    for line, bare in zip(lines[index + 1:], stripped[index + 1:]):
+    for line, bare in zip(lines[index + 1:], stripped[index + 1:], strict=True):
         if bare == "-----BEGIN PGP SIGNATURE-----":
             break
         body.append(line[2:] if line.startswith("- ") else line)
@@ -373,9 +380,12 @@ def _reason(exc: BaseException) -> str:
 
 def _open(url: str, hint: str, missing: VerifyError | None = None) -> http.client.HTTPResponse:
     """GET `url`; every way of not getting it is one InfraError naming the URL and the fix."""
-    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+    request = urllib.request.Request(  # noqa: S310 (http/https only)
+        url, headers={"User-Agent": USER_AGENT})
     try:
-        return urllib.request.urlopen(request, timeout=TIMEOUT)  # noqa: S310 (http/https only)
+        response: http.client.HTTPResponse = urllib.request.urlopen(  # noqa: S310 (as above)
+            request, timeout=TIMEOUT)
+        return response
     except urllib.error.HTTPError as exc:
         exc.close()
         if exc.code == 404 and missing is not None:
@@ -533,7 +543,7 @@ def _record_fits(record: dict[str, Any], version: str, pinned: str | None,
     if record.get("version") != version:
         return False
     if pinned is not None:
-        return record["sha256"] == pinned
+        return bool(record["sha256"] == pinned)
     if keyring is not None:
         return record.get("keyring") == str(keyring)
     return True

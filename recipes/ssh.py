@@ -20,9 +20,10 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterable, Iterator, Sequence
+from typing import Any, BinaryIO
 
 import paramiko
 
@@ -155,21 +156,19 @@ class Remote:
     def __str__(self) -> str:
         return str(self.spec)
 
-    def __enter__(self) -> "Remote":
+    def __enter__(self) -> Remote:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # closing a dead connection may raise anything
             self.conn.close()
-        except Exception:  # closing a dead connection may raise anything
-            pass
         _abandon(self.conn)
 
     def _channel(self) -> paramiko.Channel:
-        transport = self.conn.client.get_transport()
+        transport: paramiko.Transport | None = self.conn.client.get_transport()
         if transport is None or not transport.is_active():
             raise InfraError(f"the SSH connection to {self.spec} was lost",
                              "check the network and run the command again")
@@ -225,7 +224,7 @@ class Remote:
                 pass
             ch.recv_exit_status()
             ch.close()
-        except (InfraError, OSError, socket.timeout, paramiko.SSHException, EOFError):
+        except (TimeoutError, InfraError, OSError, paramiko.SSHException, EOFError):
             pass
         with self.lock:
             self.groups.difference_update(groups)
@@ -245,7 +244,7 @@ class Remote:
             buf = bytearray()
             pgid = self._read_pgid(ch, buf)
             yield ch, buf
-        except socket.timeout:
+        except TimeoutError:
             self.stop_all()
             raise InfraError(f"{_short(cmd)} on {self.spec} did not finish in "
                              f"{timeout or 0:.0f}s") from None
@@ -320,7 +319,7 @@ class Remote:
             drain = threading.Thread(target=_drain, args=(ch, out), daemon=True)
             drain.start()
             chunks = iter(lambda: source.read(CHUNK), b"") if hasattr(source, "read") \
-                else iter(source)  # type: ignore[union-attr, arg-type]
+                else iter(source)
             for chunk in chunks:
                 if chunk:
                     ch.sendall(chunk)
@@ -336,7 +335,7 @@ class Remote:
     def recv_stream(self, cmd: str, sink: Callable[[bytes], Any] | BinaryIO) -> int:
         """Stream cmd's stdout to sink in large chunks; bytes received. A cut connection or a
         failing command raises after the last chunk, so the receiver can discard it all."""
-        write = sink.write if hasattr(sink, "write") else sink  # type: ignore[union-attr]
+        write = sink.write if hasattr(sink, "write") else sink
         total = 0
         with self._command(cmd, combine=False,
                            cut=f"the transfer from {self.spec} was cut ({{exc}})") as (ch, buf):
@@ -423,7 +422,7 @@ def connect(spec_text: str, *, identity: str = "", known_hosts: str = "",
         _abandon(conn)
         raise InfraError(f"cannot resolve host {host}: {exc.strerror or exc}",
                          "check the name, or use an address") from None
-    except (socket.timeout, TimeoutError):
+    except TimeoutError:
         _abandon(conn)
         raise InfraError(f"{where} did not answer within {timeout:.0f}s",
                          "check the host is up and the port is right") from None
@@ -461,10 +460,8 @@ def check_identity(path: Path) -> None:
 def _abandon(conn: Any) -> None:
     """Close a connection that failed to open: Fabric's close() skips one that never became
     connected, which would leave its socket (and the server's session) open."""
-    try:
+    with contextlib.suppress(Exception):  # closing a half-open connection may raise anything
         conn.client.close()
-    except Exception:  # closing a half-open connection may raise anything
-        pass
 
 
 def preflight(remote: Remote, work: str = "$HOME/.cache/lkbuild") -> RemoteFacts:
@@ -685,10 +682,8 @@ def _forget(engine: Any, ref: str, existed: dict | None) -> None:
     """After a failed load, drop the tag if this load made it (never one that was there)."""
     now = engine.image(ref)
     if now is not None and (existed is None or now["Id"] != existed["Id"]):
-        try:
+        with contextlib.suppress(Exception):  # best effort: the tag may already be gone
             engine.client.api.remove_image(ref)
-        except Exception:  # best effort: the tag may already be gone
-            pass
         if existed is not None:
             repo, tag = ref.rsplit(":", 1)
             engine.client.api.tag(existed["Id"], repo, tag)

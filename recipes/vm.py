@@ -25,9 +25,10 @@ import tarfile
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from . import ui
 from .arch import Arch, host as host_arch
@@ -539,11 +540,11 @@ def verdict(console: str, release: str, exited: bool, timeout: float, seconds: f
     printed PASS, and qemu ended by itself (the guest powered off or reset).
     """
     lines = clean_lines(console)
-    begins = [_after(l, MARK_BEGIN).split() for l in lines if MARK_BEGIN in l]
-    passed = any(l.endswith(MARK_PASS) or MARK_PASS + " " in l for l in lines)
-    fails = [_after(l, MARK_FAIL) for l in lines if MARK_FAIL in l]
-    runs = [_after(l, MARK_RUN) for l in lines if MARK_RUN in l]
-    panics = [m.group(1).strip() for l in lines if (m := _PANIC.search(l))]
+    begins = [_after(ln, MARK_BEGIN).split() for ln in lines if MARK_BEGIN in ln]
+    passed = any(ln.endswith(MARK_PASS) or MARK_PASS + " " in ln for ln in lines)
+    fails = [_after(ln, MARK_FAIL) for ln in lines if MARK_FAIL in ln]
+    runs = [_after(ln, MARK_RUN) for ln in lines if MARK_RUN in ln]
+    panics = [m.group(1).strip() for ln in lines if (m := _PANIC.search(ln))]
     booted = begins[0][0] if begins and begins[0] else ""
     seen_arch = begins[0][1] if begins and len(begins[0]) > 1 else ""
     last = _short(lines[-1]) if lines else ""
@@ -556,7 +557,7 @@ def verdict(console: str, release: str, exited: bool, timeout: float, seconds: f
             how = f"status {status >> 8}" if status & 0x7F == 0 else f"signal {status & 0x7F}"
             return False, _short(f"init exited with {how} (kernel panic: {why})", 200)
         return False, _short(f"kernel panic: {why}", 200)
-    loader_errors = [_after(l, LOADER_ERROR) for l in lines if LOADER_ERROR in l]
+    loader_errors = [_after(ln, LOADER_ERROR) for ln in lines if LOADER_ERROR in ln]
     if fails and loader_errors:
         return False, _short(f"the loader refused: {loader_errors[0]}", 300)
     if fails:

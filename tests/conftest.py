@@ -4,16 +4,27 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
 # The slow suites' shared session fixtures, registered here once for all of them.
-from tests.integration.daemons import (auth_registry, registry, remote_engine,  # noqa: F401
-                                      ssh_server, ssh_server2)
-from tests.integration.fixtures import (docker_client, hello, kernel_cache,  # noqa: F401
-                                       kernel_variant, kver, small_kernel)
+from tests.integration.daemons import (  # noqa: F401
+    auth_registry,
+    registry,
+    remote_engine,
+    ssh_server,
+    ssh_server2,
+)
+from tests.integration.fixtures import (  # noqa: F401
+    docker_client,
+    hello,
+    kernel_cache,
+    kernel_variant,
+    kver,
+    small_kernel,
+)
 from tests.run import Run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,7 +95,8 @@ def make_tree(root: Path, series: dict[str, dict[str, str]] | None = None) -> Pa
             "config-aarch64": "CONFIG_MODULES=y\nCONFIG_ARM64=y\n",
             "patches/0001-a.patch": "--- a\n+++ b\n",
         },
-        "6.12.x-rt": {"config-x86_64": "CONFIG_PREEMPT_RT=y\n", "patches/0001-rt.patch": "--- a/rt\n+++ b/rt\n"},
+        "6.12.x-rt": {"config-x86_64": "CONFIG_PREEMPT_RT=y\n",
+                      "patches/0001-rt.patch": "--- a/rt\n+++ b/rt\n"},
         "6.6.x": {
             "build-args": "KERNEL_VERSION=6.6.60\nKERNEL_SERIES=6.6.x\nBUILD_IMAGE=b\n",
             "config-x86_64": "CONFIG_MODULES=y\n",

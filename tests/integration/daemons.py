@@ -6,6 +6,7 @@ touches the host engine's networking or data.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -16,8 +17,9 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import bcrypt
 import pytest
@@ -279,10 +281,8 @@ class SSHServer:
 
     def stop(self) -> None:
         for pid in self.session_pids():
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
         stop_pid(self.proc)
 
 

@@ -6,8 +6,8 @@ share one instance of each (a session fixture imported by two conftests would ru
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import docker
 import pytest
@@ -53,7 +53,7 @@ def small_kernel(kernel_cache: Path, kver: str, docker_client: docker.DockerClie
             built[arch] = result
         now = docker_client.images.get(built[arch]["refs"][0]).id
         if now != built[arch]["image_id"]:
-            earlier = built[arch].get("earlier_image_ids", []) + [built[arch]["image_id"]]
+            earlier = [*built[arch].get("earlier_image_ids", []), built[arch]["image_id"]]
             built[arch] = {**built[arch], "image_id": now, "earlier_image_ids": earlier}
         return built[arch]
 

@@ -5,6 +5,7 @@ tests/data, into a cache dir shared by the session so later tests reuse what ear
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -63,14 +64,10 @@ def lkbuild(cache: Path, *args: str, env: dict[str, str] | None = None,
         out, err = proc.communicate(timeout=timeout)
     except BaseException:
         for sig, wait in ((signal.SIGINT, 60), (signal.SIGKILL, None)):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                pass
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.communicate(timeout=wait)
-            except subprocess.TimeoutExpired:
-                pass
         raise
     return Run(proc.returncode, out, err)
 

@@ -5,13 +5,14 @@ recipe is already there, which is the case in CI (it runs `inv bootstrap-image` 
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import docker
 import docker.errors
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.ci
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_REF = "lkbuild/build:bookworm"
 HOST = arch.host()
-CROSS_GCC = [arch.resolve(n) for n in arch.canonical() if n != HOST.name][0].cross_compile + "gcc"
+CROSS_GCC = next(arch.resolve(n) for n in arch.canonical() if n != HOST.name).cross_compile + "gcc"
 TOOLS = (f"gcc --version && {CROSS_GCC} --version && make --version && ccache --version && "
          "bc --version && flex --version && bison --version && cpio --version && "
          "depmod --version && busybox")
@@ -77,10 +78,8 @@ def gone(engine: docker.DockerClient) -> Iterator[Callable[[str], None]]:
 
 
 def _untag(engine: docker.DockerClient, ref: str) -> None:
-    try:
+    with contextlib.suppress(docker.errors.ImageNotFound):
         engine.images.remove(ref)
-    except docker.errors.ImageNotFound:
-        pass
 
 
 def _exists(engine: docker.DockerClient, ref: str) -> bool:

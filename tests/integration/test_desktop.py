@@ -10,8 +10,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.integration.kernels import (DATA, OTHER_VARIANT, SESSION, lkbuild, one_error_line,
-                                      small_args)
+from tests.integration.kernels import (
+    DATA,
+    OTHER_VARIANT,
+    SESSION,
+    lkbuild,
+    one_error_line,
+    small_args,
+)
 
 RANDSTRUCT_FRAGMENT = "randstruct.fragment"  # -rs, RANDSTRUCT_FULL through the GCC plugin
 

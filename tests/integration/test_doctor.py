@@ -1,12 +1,14 @@
 """`lkbuild doctor` against the real engine on this machine: no mocks."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import stat
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -131,10 +133,8 @@ class TcpToUnix:
             pass
         finally:
             for s in (a, b):
-                try:
+                with contextlib.suppress(OSError):
                     s.shutdown(2)
-                except OSError:
-                    pass
 
     def close(self) -> None:
         self.server.close()

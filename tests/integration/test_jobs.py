@@ -8,14 +8,13 @@ from __future__ import annotations
 import shutil
 import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from tests.integration.daemons import DockerEngine, MemoryCap
-from tests.integration.kernels import (BUILD_IMAGE, SESSION, lkbuild, one_error_line,
-                                       small_args)
+from tests.integration.kernels import BUILD_IMAGE, SESSION, lkbuild, one_error_line, small_args
 
 pytestmark = pytest.mark.full
 MiB = 1024 ** 2

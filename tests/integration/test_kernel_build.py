@@ -17,11 +17,21 @@ import docker
 import pytest
 
 from recipes.arch import host
-
 from tests.conftest import make_tree
-from tests.integration.kernels import (DATA, ORG, ROOT, SCOPE, SESSION, UNAME, config_body,
-                                      image_files, labels, lkbuild, objects_in, small_args)
-
+from tests.integration.kernels import (
+    DATA,
+    ORG,
+    ROOT,
+    SCOPE,
+    SESSION,
+    UNAME,
+    config_body,
+    image_files,
+    labels,
+    lkbuild,
+    objects_in,
+    small_args,
+)
 
 
 @pytest.mark.parametrize("arch,magic,platform", [("amd64", None, "amd64"),
@@ -51,7 +61,8 @@ def test_small_kernel_has_the_linuxkit_layout_and_labels(small_kernel, kver, arc
         names = set(t.getnames())
         for need in ("Makefile", ".config", "Module.symvers", "include/generated/autoconf.h",
                      "include/config/auto.conf", "scripts/Makefile.modpost", "scripts/mod/modpost",
-                     "scripts/basic/fixdep", f"arch/{'x86' if arch == 'amd64' else 'arm64'}/Makefile"):
+                     "scripts/basic/fixdep",
+                     f"arch/{'x86' if arch == 'amd64' else 'arm64'}/Makefile"):
             assert f"{dev}/{need}" in names, need
     with tarfile.open(fileobj=io.BytesIO(files["kernel-headers.tar"])) as t:
         assert "usr/include/linux/types.h" in t.getnames()
@@ -271,7 +282,8 @@ def test_kconfig_saves_a_config_that_builds_agree_is_final_and_prune_frees_its_s
     run = lkbuild(kernel_cache, *args, env=scope)
     assert run.code == 0, run.err[-2000:]
     assert run.out.strip() == str(target)
-    assert config_body(target.read_text()) == config_body((DATA / "small-x86_64.config").read_text())
+    assert config_body(target.read_text()) == \
+        config_body((DATA / "small-x86_64.config").read_text())
     # The scope's tree is a hard-link copy of one another scope holds (the session's, or any
     # other tree of this source: it is the same for every arch), not a second unpack.
     linked = rf"source tree \S+ linked from \S+-{re.escape(kver)}-(amd64|arm64)"

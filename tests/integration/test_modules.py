@@ -14,9 +14,15 @@ from pathlib import Path
 import docker
 import pytest
 
-from tests.integration.kernels import (ORG, OTHER_VARIANT, image_files, labels, lkbuild,
-                                      one_error_line, small_args)
-
+from tests.integration.kernels import (
+    ORG,
+    OTHER_VARIANT,
+    image_files,
+    labels,
+    lkbuild,
+    one_error_line,
+    small_args,
+)
 
 ZFS_SOURCE = Path("/usr/local/lib/lkbuild/sources/zfs-dkms_2.3.2-2~bpo12+2_all.deb")
 ELF_MACHINE = {"amd64": 62, "arm64": 183}
@@ -24,7 +30,7 @@ ELF_MACHINE = {"amd64": 62, "arm64": 183}
 
 def kernel_flags(kver: str, arch: str) -> list[str]:
     """--kernel VERSION and the flags that pick the session's small kernel image for it."""
-    return ["--kernel", kver] + small_args(kver, arch)[2:]
+    return ["--kernel", kver, *small_args(kver, arch)[2:]]
 
 
 def containers() -> set[str]:

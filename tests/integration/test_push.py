@@ -12,15 +12,22 @@ import os
 import re
 import shlex
 import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import docker
 import pytest
 
-from tests.integration.kernels import (ORG, ROOT, SESSION, lkbuild, one_error_line,
-                                       remove_images, small_args)
 from tests.integration.daemons import Registry
+from tests.integration.kernels import (
+    ORG,
+    ROOT,
+    SESSION,
+    lkbuild,
+    one_error_line,
+    remove_images,
+    small_args,
+)
 
 PUSH_ORG = f"lkbuild-push-{SESSION}"
 ARCHES = ("amd64", "arm64")
@@ -31,7 +38,7 @@ def skopeo_raw(ref: str, creds: str = "") -> dict | None:
     args = ["skopeo", "inspect", "--raw", "--tls-verify=false"]
     if creds:
         args += ["--creds", creds]
-    proc = subprocess.run(args + [f"docker://{ref}"], capture_output=True, text=True,
+    proc = subprocess.run([*args, f"docker://{ref}"], capture_output=True, text=True,
                           timeout=60)
     if proc.returncode != 0:
         assert "manifest unknown" in proc.stderr or "not found" in proc.stderr, proc.stderr
@@ -57,7 +64,7 @@ def kernels(small_kernel: Callable[[str], dict], docker_client: docker.DockerCli
     out = {}
     for arch in ARCHES:
         result = small_kernel(arch)
-        kernel_ref, _, builder_ref, _ = result["refs"]  # hash tags: they never move
+        _kernel_ref, _, builder_ref, _ = result["refs"]  # hash tags: they never move
         ids = {"kernel": result["image_id"],
                "builder": docker_client.api.inspect_image(builder_ref)["Id"]}
         for ref in result["refs"]:
@@ -361,7 +368,7 @@ def on_this_machine(argv: list[str], kver: str, registry: Registry) -> list[str]
     out = [swap.get(a, a) for a in argv]
     arch = out[out.index("--arch") + 1] if "--arch" in out else ""
     if argv[0] in ("build", "buildmodule"):
-        out += small_args(kver, arch)[4:] + ["--json"]
+        out += [*small_args(kver, arch)[4:], "--json"]
     if argv[0] == "push":
         out += ["--registry", registry.host, "--json"]
     return out

@@ -12,16 +12,31 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import docker
 import pytest
 
-from tests.integration.daemons import (DockerEngine, Registry, SSHServer, free_port, in_netns,
-                                       stop_pid, wait_for)
-from tests.integration.kernels import (BUILD_IMAGE, DATA, DEBIAN_SOURCE, ROOT, SESSION, lkbuild,
-                                       one_error_line, remove_images)
+from tests.integration.daemons import (
+    DockerEngine,
+    Registry,
+    SSHServer,
+    free_port,
+    in_netns,
+    stop_pid,
+    wait_for,
+)
+from tests.integration.kernels import (
+    BUILD_IMAGE,
+    DATA,
+    DEBIAN_SOURCE,
+    ROOT,
+    SESSION,
+    lkbuild,
+    one_error_line,
+    remove_images,
+)
 
 REMOTE_ORG = f"lkbuild-remote-{SESSION}"
 REMOTE_HOME = Path("/root")  # the SSH user of the test hosts is root on this machine
@@ -80,7 +95,7 @@ def test_two_hosts_build_both_arches_at_once_and_the_images_come_back(
     rows = {r["arch"]: r for r in run.json()}
     assert {r["status"] for r in rows.values()} == {"built"}
     assert {r["host"] for r in rows.values()} == {ssh_server.host_spec, ssh_server2.host_spec}
-    for arch, row in rows.items():
+    for row in rows.values():
         assert all(ref.startswith(f"{REMOTE_ORG}/kernel:") for ref in row["refs"])
         for ref in row["refs"]:  # kernel and -builder, every tag
             here = docker_client.api.inspect_image(ref)["Id"]
@@ -320,8 +335,7 @@ def test_the_host_fetches_a_url_source_itself_and_checks_it(
 @pytest.mark.full
 def test_a_connection_cut_mid_transfer_is_one_error_and_loads_nothing(
         kver, known_hosts, remote, ssh_server, docker_client):
-    from recipes import engine as enginemod
-    from recipes import ssh
+    from recipes import engine as enginemod, ssh
     from recipes.errors import InfraError
 
     ref = f"{REMOTE_ORG}/kernel:{kver}-builder-amd64"  # built there by the tests above
@@ -363,8 +377,7 @@ def test_the_layers_this_engine_has_are_not_sent_again(kver, known_hosts, remote
                                                      docker_client, capsys):
     """The -builder image is the build image (here already) plus the kernel-dev layer: only
     that layer crosses, through a saved file on the host that is removed afterwards."""
-    from recipes import engine as enginemod
-    from recipes import ssh
+    from recipes import engine as enginemod, ssh
 
     ref = f"{REMOTE_ORG}/kernel:{kver}-builder-amd64"  # built there by the tests above
     expected = remote_id(remote, ref)

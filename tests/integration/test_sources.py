@@ -18,10 +18,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -134,7 +134,7 @@ class Site:
 class Handler(BaseHTTPRequestHandler):
     server: ThreadingHTTPServer
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:
         site: Site = self.server.site  # type: ignore[attr-defined]
         site.requests.append(self.path)
         body = site.files.get(self.path)

@@ -16,9 +16,9 @@ import subprocess
 import sys
 import tarfile
 import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Sequence
 
 import pytest
 
@@ -192,7 +192,8 @@ def changes(before: Snapshot, after: Snapshot) -> list[str]:
         elif new is None:
             out.append(f"removed {path}")
         else:
-            what = [name for name, a, b in zip(("kind", "size", "mtime", "mode"), old, new)
+            what = [name for name, a, b in zip(("kind", "size", "mtime", "mode"), old, new,
+                                               strict=False)
                     if a != b]
             out.append(f"changed {path} ({', '.join(what)})")
     for host in before.engines:

@@ -10,14 +10,14 @@ the others talk to the real engine and are in the CI tier.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
 
 import pytest
 
 from tests.integration.daemons import DockerEngine, SSHServer
-from tests.run import Run
 from tests.reliability.conftest import ENTRY_POINTS, VERSION, Sandbox, refused
+from tests.run import Run
 
 Setup = Callable[[Sandbox], None]
 JUNK = bytes(range(256)) * 8  # binary junk: NULs, control bytes, invalid UTF-8

@@ -16,6 +16,7 @@ rerun).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -24,22 +25,31 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import docker
 import pytest
 import requests
 
+from tests.integration.daemons import DockerEngine, Link, Registry, SSHServer, Tmpfs, serve_ssh
+from tests.integration.kernels import (
+    BUILD_IMAGE,
+    DEBIAN_SOURCE,
+    ROOT,
+    SCOPE,
+    SESSION,
+    image_files,
+    labels,
+    lkbuild,
+    lkbuild_env,
+    objects_in,
+    one_error_line,
+    remove_images,
+    small_args,
+)
+from tests.reliability.conftest import Snapshot, changes, processes, refused, session_members, take
 from tests.run import Run
-from tests.integration.daemons import (DockerEngine, Link, Registry, SSHServer, Tmpfs,
-                                      serve_ssh)
-from tests.integration.kernels import (BUILD_IMAGE, DEBIAN_SOURCE, ROOT, SCOPE, SESSION,
-                                      image_files, labels, lkbuild, lkbuild_env, objects_in,
-                                      one_error_line, remove_images, small_args)
-from tests.reliability.conftest import (Snapshot, changes, processes, refused,
-                                         session_members, take)
-
 
 FAULTS = f"lkbuild-faults-{SESSION}"
 """Each test tags under an org of its own below this one (not one of the orgs the snapshot
@@ -356,7 +366,7 @@ def test_two_builds_of_one_kernel_at_once_wait_for_each_other_and_end_with_one_i
     ours = rf"'{re.escape(name)}/kernel:[^']+'"
     tagged = re.compile(rf"^engine: image {re.escape(ra['image_id'][:19])}: tags absent -> "
                         rf"\[{ours}, {ours}\]$")
-    nothing_left(before, [tmp, kernel_cache], kept=KEPT + [MEASURED, tagged])
+    nothing_left(before, [tmp, kernel_cache], kept=[*KEPT, MEASURED, tagged])
     ref = ra["refs"][0]
     assert labels(ref)["org.lkbuild.kernel.release"] == kver + local_version("twice")
     assert f'CONFIG_LOCALVERSION="{local_version("twice")}"'.encode() in \
@@ -510,7 +520,7 @@ def test_a_registry_killed_mid_push_moves_no_tag_and_the_rerun_sends_only_the_re
     assert run.code == 3 and f"registry {registry.host} is not reachable" in line, line
     assert "internal error" not in run.err and run.out == ""
     assert job.left_running() == []
-    nothing_left(before, [tmp, kernel_cache], kept=KEPT + [REMEMBERED])
+    nothing_left(before, [tmp, kernel_cache], kept=[*KEPT, REMEMBERED])
     assert registry_tags(registry, repo) == pushed, "a tag moved or a -builder tag appeared"
     in_flight = full_digest(kernel_cache, big.group(1))
     assert not has_blob(registry, repo, in_flight), "a partial blob is in the registry"
@@ -587,7 +597,8 @@ def remote_work(home: Path) -> dict[str, list[str]]:
         {"incoming": sorted(p.name for p in work.glob("incoming-*"))}
 
 
-REMOTE_KEPT = KEPT + [
+REMOTE_KEPT = [
+    *KEPT,
     # The host's content-addressed store and lkbuild's work dir there are kept on purpose.
     re.compile(r"^created \S+/remote-home\d*/\.cache(/lkbuild(/blobs(/[0-9a-f]{64})?)?)?$"),
     re.compile(r"^created \S+/remote-home\d*/\.cache/lkbuild/builds$"),
@@ -677,10 +688,8 @@ def test_an_ssh_link_cut_while_an_image_comes_back_loads_nothing_and_the_rerun_f
     for ref in refs:
         if ref.endswith(f":{moving}"):
             continue
-        try:
+        with contextlib.suppress(docker.errors.ImageNotFound):
             docker_client.api.remove_image(ref)
-        except docker.errors.ImageNotFound:
-            pass
     args = remote_args(slow_host, known, kver, "--json")
     engines = ("", remote_engine.host)
     before = take([tmp, kernel_cache, remote_home], engines)
@@ -699,10 +708,8 @@ def test_an_ssh_link_cut_while_an_image_comes_back_loads_nothing_and_the_rerun_f
     time.sleep(1.0)
     assert streaming(), "the image had come back before the cut"
     for pid in slow_host.session_pids():
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     run = job.finish(300)
     line = one_error_line(run.err)
     assert run.code == 3 and re.search(r"dropped|was cut|lost", line), line

@@ -7,9 +7,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.reliability.conftest import (
+    EngineState,
+    Snapshot,
+    changes,
+    engine_changes,
+    file_state,
+    refused,
+    split_hint,
+)
 from tests.run import Run
-from tests.reliability.conftest import (EngineState, Snapshot, changes, engine_changes,
-                                        file_state, refused, split_hint)
 
 pytestmark = pytest.mark.unit
 

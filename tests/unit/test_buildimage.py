@@ -9,8 +9,8 @@ import stat
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -37,12 +37,12 @@ def test_the_recipe_digest_is_a_stable_sha256():
 def test_package_order_and_duplicates_do_not_change_the_digest():
     base = recipe_digest("bookworm", PKGS, "amd64")
     assert recipe_digest("bookworm", list(reversed(PKGS)), "amd64") == base
-    assert recipe_digest("bookworm", PKGS + ["bc"], "amd64") == base
+    assert recipe_digest("bookworm", [*PKGS, "bc"], "amd64") == base
     assert recipe_digest("bookworm", tuple(sorted(PKGS)), "amd64") == base
 
 
 @pytest.mark.parametrize("change", [
-    {"packages": PKGS + ["git"]},
+    {"packages": [*PKGS, "git"]},
     {"packages": PKGS[:-1]},
     {"packages": [p if p != "bc" else "dc" for p in PKGS]},
     {"suite": "trixie"},
@@ -69,7 +69,8 @@ def test_the_recipe_labels_carry_the_digest_and_the_suite():
 
 
 def test_the_same_recipe_on_another_host_arch_has_another_digest():
-    assert buildimage.recipe("bookworm", AMD64).digest != buildimage.recipe("bookworm", ARM64).digest
+    assert buildimage.recipe("bookworm", AMD64).digest != \
+        buildimage.recipe("bookworm", ARM64).digest
 
 
 # --- package list -----------------------------------------------------------------------------

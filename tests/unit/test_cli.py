@@ -49,3 +49,34 @@ def test_ctrl_c_is_exit_130():
     with pytest.raises(Exit) as info:
         boom(Context())
     assert info.value.code == 130
+
+
+def _record_checks(monkeypatch, failing: str = "") -> list[str]:
+    """What the test task runs, in order; the check named `failing` finds problems."""
+    ran: list[str] = []
+
+    def call(argv, cwd):
+        assert cwd == cli.ROOT
+        ran.append(argv[2])
+        return 1 if argv[2] == failing else 0
+
+    monkeypatch.setattr(cli.subprocess, "call", call)
+    monkeypatch.setattr(cli.os, "spawnv", lambda mode, exe, args: ran.append(args[2]) or 0)
+    return ran
+
+
+@pytest.mark.parametrize("tier", [{"quick": True}, {}, {"full": True}])
+def test_every_test_tier_runs_ruff_and_mypy_before_pytest(monkeypatch, tier):
+    ran = _record_checks(monkeypatch)
+    cli.test(Context(), **tier)
+    assert ran == ["ruff", "mypy", "pytest"]
+
+
+def test_a_code_check_that_finds_problems_fails_the_task_in_one_line(monkeypatch):
+    ran = _record_checks(monkeypatch, failing="mypy")
+    with pytest.raises(Exit) as info:
+        cli.test(Context(), quick=True)
+    assert ran == ["ruff", "mypy"]
+    assert info.value.code == 1
+    assert info.value.message == ("lkbuild: error: mypy found problems, listed above "
+                                  "(the settings are in pyproject.toml)")

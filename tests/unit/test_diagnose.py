@@ -4,8 +4,17 @@ from pathlib import Path
 import pytest
 
 from recipes import diagnose as diagnosemod
-from recipes.diagnose import (CHECKS, DOC, FAILURES, REGENERATE, RULES, Rule, diagnose,
-                              diagnose_file, markdown)
+from recipes.diagnose import (
+    CHECKS,
+    DOC,
+    FAILURES,
+    REGENERATE,
+    RULES,
+    Rule,
+    diagnose,
+    diagnose_file,
+    markdown,
+)
 from recipes.errors import BuildError, UserError
 
 pytestmark = pytest.mark.unit

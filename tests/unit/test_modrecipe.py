@@ -204,7 +204,7 @@ def test_a_dir_recipe_resolves_its_source_dir_against_the_recipe(tmp_path):
 
 
 def test_a_dir_recipe_whose_dir_is_missing_is_refused(tmp_path):
-    with pytest.raises(UserError, match="source dir .*nope does not exist"):
+    with pytest.raises(UserError, match=r"source dir .*nope does not exist"):
         modrecipe.load(recipe(tmp_path, "wg", "name: wg\nversion: '1'\nsource: {dir: nope}\n"))
 
 

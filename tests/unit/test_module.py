@@ -376,7 +376,7 @@ def test_a_subdir_with_no_files_is_a_verify_error_that_points_at_the_recipe(tmp_
 def test_a_deb_without_a_data_member_is_a_verify_error(tmp_path):
     path = tmp_path / "x.deb"
     path.write_bytes(b"!<arch>\n" + ar_member("debian-binary", b"2.0\n"))
-    with pytest.raises(VerifyError, match="x.deb is a .deb without a data.tar member"):
+    with pytest.raises(VerifyError, match=r"x.deb is a .deb without a data.tar member"):
         module.archive_files(path)
 
 

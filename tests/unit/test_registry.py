@@ -190,7 +190,7 @@ def test_a_tag_with_the_same_image_compressed_otherwise_is_unchanged_and_kept():
 def test_a_tag_with_another_image_is_a_conflict():
     p = _prepared("amd64", AMD64)
     pusher = _pusher({"6.12.54-amd64": (registry.OCI_MANIFEST, _manifest_of("sha256:" + "9" * 64))})
-    outcome = [o for o in pusher.image_outcomes(p) if o.ref.endswith(":6.12.54-amd64")][0]
+    outcome = next(o for o in pusher.image_outcomes(p) if o.ref.endswith(":6.12.54-amd64"))
     assert outcome.status == "conflict" and outcome.current.startswith("sha256:")
 
 

@@ -123,7 +123,7 @@ def test_the_blob_tar_and_the_assemble_script_rebuild_the_context(tmp_path):
 
 
 def test_an_assemble_script_cut_short_runs_nothing_and_a_rerun_drops_stale_files(tmp_path):
-    ctx, entries = _entries(tmp_path)
+    _ctx, entries = _entries(tmp_path)
     store = tmp_path / "store"
     store.mkdir()
     with tarfile.open(fileobj=io.BytesIO(b"".join(remote.blobs_tar(entries)))) as tar:

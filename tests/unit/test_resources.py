@@ -11,9 +11,17 @@ import pytest
 
 from recipes import resources
 from recipes.errors import UserError
+from recipes.resources import (
+    MEMORY_PER_JOB,
+    MEMORY_RESERVE,
+    Check,
+    GiB,
+    credential_helpers,
+    find_helper,
+    jobs_for,
+    memory_needed,
+)
 from recipes.settings import Settings
-from recipes.resources import (GiB, MEMORY_PER_JOB, MEMORY_RESERVE, Check, credential_helpers,
-                               find_helper, jobs_for, memory_needed)
 
 pytestmark = pytest.mark.unit
 
@@ -45,7 +53,7 @@ def test_memory_needed_is_the_inverse_of_jobs_for() -> None:
 
 def test_model_constants_are_positive_and_documented() -> None:
     assert MEMORY_RESERVE > 0 and MEMORY_PER_JOB > 0
-    assert "7.75" in (resources.__doc__ or "") + open(resources.__file__).read()
+    assert "7.75" in (resources.__doc__ or "") + Path(resources.__file__).read_text()
 
 
 def test_free_bytes_measures_the_nearest_existing_parent(tmp_path: Path) -> None:

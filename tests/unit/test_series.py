@@ -5,8 +5,15 @@ import pytest
 
 from recipes import arch
 from recipes.errors import UserError
-from recipes.series import (BuildInputs, KernelTree, bump_version, parse_build_args,
-                            parse_version, series_of, start_series)
+from recipes.series import (
+    BuildInputs,
+    KernelTree,
+    bump_version,
+    parse_build_args,
+    parse_version,
+    series_of,
+    start_series,
+)
 from tests.conftest import make_tree
 
 pytestmark = pytest.mark.unit
@@ -81,7 +88,7 @@ def test_build_args_without_kernel_version_is_refused(tmp_path):
 
 def test_kernel_version_outside_its_series_is_refused(tmp_path):
     make_tree(tmp_path / "k", {"6.12.x": {"build-args": "KERNEL_VERSION=6.6.1\n"}})
-    with pytest.raises(UserError, match="not in series 6.12.x"):
+    with pytest.raises(UserError, match=r"not in series 6.12.x"):
         KernelTree(tmp_path / "k")
 
 

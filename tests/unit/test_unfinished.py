@@ -29,7 +29,8 @@ def write(path: Path, text: str, at: float) -> None:
 def fixdep(target: str, complete: bool = True) -> str:
     """A .cmd as kbuild's fixdep writes it (cut before its last rules when not complete)."""
     text = (f"savedcmd_{target} := gcc -c -o {target} x.c\n\nsource_{target} := x.c\n\n"
-            f"deps_{target} := \\\n  include/linux/kconfig.h \\\n  $(wildcard include/config/X) \\\n")
+            f"deps_{target} := \\\n  include/linux/kconfig.h \\\n"
+            "  $(wildcard include/config/X) \\\n")
     return text + (f"\n{target}: $(deps_{target})\n\n$(deps_{target}):\n" if complete else "  inc")
 
 
