@@ -287,7 +287,10 @@ BUILD_HELP = {
               "cross-compiling",
     "build_arg": "KEY=VALUE build argument over the series' build-args; repeatable",
     "force": "rebuild even when the image for this hash exists",
-    "json": "print JSON (refs, image id, release, hash, seconds, jobs) instead of references",
+    "strict_config": "linuxkit's rule: any symbol olddefconfig changes makes the config "
+                     "non-final (default: only a prompted symbol the config sets)",
+    "json": "print JSON (refs, image id, release, hash, seconds, jobs, config notices) "
+            "instead of references",
 }
 BUILD_ITERABLE = ["arch", "fragment", "builders", "build_arg"]
 BASE_CONFIG_RE = re.compile(r"[a-z0-9_]*config")
@@ -323,7 +326,8 @@ def build_args_of(pairs: list[str]) -> dict[str, str]:
 def _build(kind: str, version: str, arch: list[str], kernel_dir: str, source: str,
            build_image: str, config: str, fragment: list[str], variant: str, jobs: int,
            builders: list[str], native: bool, force: bool, json: bool,
-           build_arg: list[str], profile: str = "", allow_mismatch: bool = False) -> None:
+           build_arg: list[str], profile: str = "", allow_mismatch: bool = False,
+           strict_config: bool = False) -> None:
     from . import kernel
 
     check_jobs(jobs)
@@ -349,7 +353,8 @@ def _build(kind: str, version: str, arch: list[str], kernel_dir: str, source: st
                 source=source or None, build_image=build_image, native=native,
                 builders=list(builders), build_args=extra_args,
                 builder_image=not debug and kind in ("build", "both"),
-                profile=None if debug else target, allow_mismatch=allow_mismatch)
+                profile=None if debug else target, allow_mismatch=allow_mismatch,
+                strict_config=strict_config)
             result = kernel.build(s, request)
             results.append(result)
             if not json:
@@ -385,11 +390,11 @@ def buildplainkernel(c: Context, version: str = "", arch: list[str] | None = Non
                      config: str = "", fragment: list[str] | None = None, variant: str = "",
                      jobs: int = 0, builders: list[str] | None = None, native: bool = False,
                      force: bool = False, build_arg: list[str] | None = None,
-                     json: bool = False) -> None:
+                     strict_config: bool = False, json: bool = False) -> None:
     """Build the kernel image of a version for each arch; print its references."""
     _build("plain", version, arch or [], kernel_dir, source, build_image, config,
            fragment or [], variant, jobs, builders or [], native, force, json,
-           build_arg or [])
+           build_arg or [], strict_config=strict_config)
 
 
 @task(help=BUILD_HELP, iterable=BUILD_ITERABLE)
@@ -399,11 +404,11 @@ def builddebugkernel(c: Context, version: str = "", arch: list[str] | None = Non
                      config: str = "", fragment: list[str] | None = None, variant: str = "",
                      jobs: int = 0, builders: list[str] | None = None, native: bool = False,
                      force: bool = False, build_arg: list[str] | None = None,
-                     json: bool = False) -> None:
+                     strict_config: bool = False, json: bool = False) -> None:
     """Build the debug kernel (-dbg release, debug fragment, vmlinux); print its references."""
     _build("debug", version, arch or [], kernel_dir, source, build_image, config,
            fragment or [], variant, jobs, builders or [], native, force, json,
-           build_arg or [])
+           build_arg or [], strict_config=strict_config)
 
 
 @task(help={**BUILD_HELP, "debug": "also build the debug kernel",
@@ -418,11 +423,11 @@ def build(c: Context, version: str = "", arch: list[str] | None = None, kernel_d
           fragment: list[str] | None = None, variant: str = "", jobs: int = 0,
           builders: list[str] | None = None, native: bool = False, force: bool = False,
           debug: bool = False, build_arg: list[str] | None = None, profile: str = "",
-          allow_mismatch: bool = False, json: bool = False) -> None:
+          allow_mismatch: bool = False, strict_config: bool = False, json: bool = False) -> None:
     """Build the kernel and its -builder image (and the debug kernel with --debug)."""
     _build("both" if debug else "build", version, arch or [], kernel_dir, source, build_image,
            config, fragment or [], variant, jobs, builders or [], native, force, json,
-           build_arg or [], profile, allow_mismatch)
+           build_arg or [], profile, allow_mismatch, strict_config)
 
 
 @task(help={
@@ -438,7 +443,8 @@ def build(c: Context, version: str = "", arch: list[str] | None = None, kernel_d
     "menuconfig": "run menuconfig interactively in the kconfig image",
     "save": "write the result back (atomically) to the series config, --config or --output",
     "output": "with --save: write to this file instead",
-    "json": "print JSON (changed symbols, saved path)",
+    "strict_config": "judge the input config by linuxkit's rule (any change is non-final)",
+    "json": "print JSON (changed symbols, saved path, final, the changes by group)",
 }, iterable=["fragment", "builders"])
 @edge
 def kconfig(c: Context, version: str = "", arch: str = "", kernel_dir: str = "",
@@ -446,7 +452,7 @@ def kconfig(c: Context, version: str = "", arch: str = "", kernel_dir: str = "",
             fragment: list[str] | None = None, variant: str = "",
             builders: list[str] | None = None, base: str = "", olddefconfig: bool = False,
             menuconfig: bool = False, save: bool = False, output: str = "",
-            json: bool = False) -> None:
+            strict_config: bool = False, json: bool = False) -> None:
     """Config work for a series: olddefconfig, fragments, base configs, menuconfig, --save."""
     from . import kernel
 
@@ -466,7 +472,7 @@ def kconfig(c: Context, version: str = "", arch: str = "", kernel_dir: str = "",
                              config=Path(config) if config else None,
                              fragments=tuple(Path(f) for f in fragment or []),
                              source=source or None, build_image=build_image,
-                             builders=list(builders or []))
+                             builders=list(builders or []), strict_config=strict_config)
     result = kernel.kconfig_run(s, request, base=base, save=save,
                                 output=Path(output) if output else None, menuconfig=menuconfig)
     if json:
@@ -475,6 +481,11 @@ def kconfig(c: Context, version: str = "", arch: str = "", kernel_dir: str = "",
     for change in result.changed:
         ui.info(f"  {change}")
     ui.info(f"{len(result.changed)} symbols differ from the input config")
+    found = result.finality
+    if found.nonfinal:
+        ui.warn(f"the input config is not final ({len(found.nonfinal)} symbols it sets change): "
+                f"{kernel.kconfig.summary(found.nonfinal)}")
+    kernel.warn_notices(found)
     if result.saved:
         ui.result(str(result.saved))
 
@@ -682,7 +693,8 @@ def remote_build(c: Context, host: list[str] | None = None, version: list[str] |
                  variant: str = "", jobs: int = 0, native: bool = False, force: bool = False,
                  build_arg: list[str] | None = None, module: str = "", module_version: str = "",
                  module_source: str = "", push: bool = False, registry: str = "",
-                 force_push: bool = False, json: bool = False) -> None:
+                 force_push: bool = False, strict_config: bool = False,
+                 json: bool = False) -> None:
     """Build kernels (and modules) on Linux hosts over SSH (only Docker and buildx there)."""
     from . import fanout, kernel, remote, ssh
 
@@ -713,7 +725,7 @@ def remote_build(c: Context, host: list[str] | None = None, version: list[str] |
                                                                    or []),
                               variant=variant, jobs=jobs, force=force, source=source or None,
                               build_image=build_image, native=native, build_args=extra,
-                              builder_image=True)
+                              builder_image=True, strict_config=strict_config)
 
     job = remote.ModuleJob(module, module_version, module_source) if module else None
     outcomes = fanout.run(s, fanout.jobs_of(versions, arches), targets, request_for,

@@ -208,12 +208,15 @@ FAILURES: tuple[Failure, ...] = (
         "config-not-final",
         symptom="config 6.12.x/config-aarch64 is not final (1 symbols change): "
                 "CONFIG_SERIAL_8250_CONSOLE: y -> not set",
-        cause="olddefconfig changes the config for this kernel version; linuxkit builds only "
-              "final configs, so lkbuild stops before compiling",
+        cause="olddefconfig changes a symbol the config sets and a user can set (it has a "
+              "prompt): the build would not be the config asked for, so lkbuild stops before "
+              "compiling",
         fix="run the `inv kconfig --version V --arch A --olddefconfig --save` the message names "
             "and review the changes; the shipped configs are regenerated with `inv kconfig "
             "--version V --arch A --base defconfig --fragment kernel/fragments/desktop-vm.config "
-            "--save`. Symbols that only follow the compiler version are a warning",
+            "--save`. Symbols no user sets (the compiler's, the ones the kernel computes, the "
+            "ones new in or gone from this point release) are warnings; `--strict-config` makes "
+            "every change this error, as linuxkit does",
         source="recipes/kernel.py", says=("is not final (",)),
     Check(
         "fragment-unmet",

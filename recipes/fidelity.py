@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from . import kconfig, ui
+from . import kconfig, kconfig_tree, ui
 from .arch import Arch, resolve
 from .atomic import write_text
 from .errors import UserError
@@ -243,12 +243,6 @@ def load(path: Path | str, arch: Arch | None = None) -> Profile:
 
 # --- the fidelity gate -------------------------------------------------------------------------
 
-def toolchain_symbols(out: Path) -> frozenset[str]:
-    """The symbols the config step found to depend on the compiler (its toolchain-symbols)."""
-    path = out / "toolchain-symbols"
-    return frozenset(path.read_text().split()) if path.is_file() else frozenset()
-
-
 def config_file(profile: Profile, cache_dir: Path) -> Path:
     """The profile's config as a file a build takes (named by content: stable hashes)."""
     if profile.config is None:
@@ -262,19 +256,19 @@ def config_file(profile: Profile, cache_dir: Path) -> Path:
 
 
 def config_risks(profile: Profile, final: Mapping[str, str],
-                 toolchain: frozenset[str] = frozenset()) -> list[kconfig.Change]:
+                 facts: kconfig_tree.Facts | None = None) -> list[kconfig.Change]:
     """Symbols olddefconfig moved away from the target's config (toolchain ones aside:
     the compiler check covers them)."""
     wanted = kconfig.parse(profile.config or "")
-    return [c for c in kconfig.changes(wanted, dict(final))
-            if not kconfig.is_toolchain(c.symbol, toolchain)]
+    toolchain = set(kconfig.classify(wanted, final, facts).toolchain)
+    return [c for c in kconfig.changes(wanted, dict(final)) if c not in toolchain]
 
 
 def check_config(profile: Profile, out: Path, allow_mismatch: bool) -> None:
     """After the config step: the compiler must be the target's, and every moved symbol is
     reported as a fidelity risk."""
     final = kconfig.parse((out / "config").read_text())
-    toolchain = toolchain_symbols(out)
+    facts = kconfig_tree.read(out / "kconfig.tgz", profile.arch.kernel_arch)
     ours = final.get("CONFIG_CC_VERSION_TEXT", "").strip('"')
     if ours != profile.compiler:
         if not allow_mismatch:
@@ -284,7 +278,7 @@ def check_config(profile: Profile, out: Path, allow_mismatch: bool) -> None:
                             "--allow-mismatch to build anyway (modules may not load)")
         ui.warn(f"compiler {ours!r} differs from the target's {profile.compiler!r} "
                 "(--allow-mismatch)")
-    risks = config_risks(profile, final, toolchain)
+    risks = config_risks(profile, final, facts)
     for change in risks:
         ui.warn(f"fidelity risk: {change}")
     if risks:

@@ -2,14 +2,20 @@
 
 linuxkit requires a config to be final: running it through the kernel's config tool must
 change nothing. A raw diff of two 7000-line files hides the answer, so lkbuild reports the
-symbols that changed (`CONFIG_X: y -> not set`). Symbols that only describe the toolchain
-(compiler version, assembler features) follow the compiler, not the user: they are reported
-apart, as a toolchain difference, and do not make a config non-final.
+symbols that changed (`CONFIG_X: y -> not set`). A config made with another compiler, or for
+another point release of its series, moves symbols no user chose, so lkbuild's rule follows
+what a user can set: the config is non-final when a symbol that has a prompt, and that the
+config sets, changes. Every other change is a notice, in one of three groups: toolchain
+(the compiler decides it), computed (the kernel derives it: no prompt) and version (new in,
+or gone from, the source built). linuxkit's own rule, every change counts, is `strict`.
 """
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from .kconfig_tree import Facts
 
 SET_RE = re.compile(r"(CONFIG_[A-Za-z0-9_]+)=(.*)")
 UNSET_RE = re.compile(r"# (CONFIG_[A-Za-z0-9_]+) is not set")
@@ -66,10 +72,6 @@ class Change:
         return f"{self.symbol}: {show(self.before)} -> {show(self.after or NOT_SET)}"
 
 
-def is_toolchain(symbol: str, extra: frozenset[str] = frozenset()) -> bool:
-    return symbol in extra or bool(TOOLCHAIN_RE.fullmatch(symbol))
-
-
 def changes(before: dict[str, str], after: dict[str, str]) -> list[Change]:
     """Every symbol whose value differs, or that one side lacks, in symbol order.
 
@@ -85,13 +87,76 @@ def changes(before: dict[str, str], after: dict[str, str]) -> list[Change]:
     return out
 
 
-def finality(requested: dict[str, str], result: dict[str, str],
-             toolchain: frozenset[str] = frozenset()) -> tuple[list[Change], list[Change]]:
-    """(changes that make the config non-final, toolchain-only changes)."""
-    found = changes(requested, result)
-    user = [c for c in found if not is_toolchain(c.symbol, toolchain)]
-    tool = [c for c in found if is_toolchain(c.symbol, toolchain)]
-    return user, tool
+NOTICE_GROUPS = {
+    "toolchain": "toolchain symbols differ from the config (another compiler made it)",
+    "computed": "symbols the kernel computes moved (no prompt, or moved by one that has none)",
+    "version": "symbols are new in, or gone from, this source",
+}
+
+
+@dataclass
+class Finality:
+    """A config's changes through olddefconfig, sorted into what a user chose and the rest."""
+
+    nonfinal: list[Change] = field(default_factory=list)
+    toolchain: list[Change] = field(default_factory=list)
+    computed: list[Change] = field(default_factory=list)
+    version: list[Change] = field(default_factory=list)
+
+    @property
+    def final(self) -> bool:
+        return not self.nonfinal
+
+    def notices(self) -> dict[str, list[Change]]:
+        return {name: getattr(self, name) for name in NOTICE_GROUPS}
+
+    def as_json(self) -> dict[str, object]:
+        return {"final": self.final, "nonfinal": [str(c) for c in self.nonfinal],
+                **{name: [str(c) for c in found] for name, found in self.notices().items()}}
+
+
+def classify(requested: Mapping[str, str], result: Mapping[str, str], facts: Facts | None,
+             strict: bool = False) -> Finality:
+    """Sort the changes from `requested` to `result` (see the module's docstring).
+
+    A change is the toolchain's when its symbol holds the toolchain's identity, calls it, or
+    depends on a symbol that changed for that reason; a symbol with a prompt that moved only
+    because a symbol it depends on did is computed too (its choice was not the user's to keep).
+    Without the tree's facts only the toolchain's identity is known and every other change
+    counts.
+    """
+    found = changes(dict(requested), dict(result))
+    out = Finality()
+    if strict:
+        out.nonfinal = found
+        return out
+    moved = {c.symbol for c in found}
+    tool = {s for s in moved
+            if TOOLCHAIN_RE.fullmatch(s) or (facts is not None and s in facts.toolchain)}
+    while facts is not None:  # what depends on a moved toolchain symbol moved with it
+        more = {s for s in moved - tool if facts.refs.get(s, frozenset()) & tool}
+        if not more:
+            break
+        tool |= more
+    if facts is None:
+        out.toolchain = [c for c in found if c.symbol in tool]
+        out.nonfinal = [c for c in found if c.symbol not in tool]
+        return out
+    version = {s for s in moved - tool if s not in facts.defined or
+               (s in facts.prompted and s not in requested)}
+    computed = {s for s in moved - tool - version if s not in facts.prompted}
+    while True:  # a chosen symbol moved by one of those moves is the kernel's doing, not a choice
+        more = {s for s in moved - tool - version - computed
+                if facts.refs.get(s, frozenset()) & (tool | version | computed)}
+        if not more:
+            break
+        computed |= more
+    for change in found:
+        group = out.toolchain if change.symbol in tool else out.version \
+            if change.symbol in version else out.computed \
+            if change.symbol in computed else out.nonfinal
+        group.append(change)
+    return out
 
 
 def unmet(fragments: list[dict[str, str]], result: dict[str, str]) -> list[Change]:

@@ -21,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from . import atomic, buildx, context, fidelity, kconfig, resources, sources, ui
+from . import atomic, buildx, context, fidelity, kconfig, kconfig_tree, resources, sources, ui
 from .arch import Arch, resolve
 from .diagnose import step_error
 from .engine import Engine, connect
@@ -89,6 +89,7 @@ class Request:
     builder_image: bool = False  # also make the -builder image
     profile: fidelity.Profile | None = None  # the target this build must reproduce
     allow_mismatch: bool = False  # build a profile's kernel with another compiler anyway
+    strict_config: bool = False  # linuxkit's rule: any change olddefconfig makes is non-final
 
 
 @dataclass
@@ -136,12 +137,14 @@ class Result:
     jobs: int
     skipped: bool
     log: str = ""
+    config: kconfig.Finality | None = None  # the config check's notices (None: not run)
 
     def as_json(self) -> dict[str, Any]:
         return {"refs": self.refs, "image_id": self.image_id, "release": self.release,
                 "vermagic": self.vermagic, "hash": self.digest, "arch": self.arch,
                 "version": self.version, "seconds": round(self.seconds, 2), "jobs": self.jobs,
-                "skipped": self.skipped, "log": self.log}
+                "skipped": self.skipped, "log": self.log,
+                "config": self.config.as_json() if self.config else None}
 
 
 def _check_file(path: Path, what: str, flag: str) -> Path:
@@ -391,25 +394,37 @@ def check_exit(code: int, log: Path, what: str) -> None:
     raise step_error(code, log, what)
 
 
-def check_config(p: Plan, out: Path) -> None:
-    """Stop before compiling when the config is not final or a fragment did not stick."""
+def config_finality(p: Plan, out: Path) -> kconfig.Finality:
+    """The config step's changes to the requested config, sorted by the tree's own facts."""
     requested = kconfig.parse((out / "requested").read_text())
-    base = kconfig.parse((out / "base").read_text())
+    changed = kconfig.parse((out / "base").read_text())
+    facts = kconfig_tree.read(out / "kconfig.tgz", p.arch.kernel_arch)
+    return kconfig.classify(requested, changed, facts, p.request.strict_config)
+
+
+def warn_notices(finality: kconfig.Finality) -> None:
+    for name, found in finality.notices().items():
+        if found:
+            ui.warn(f"{len(found)} {kconfig.NOTICE_GROUPS[name]}: {kconfig.summary(found, 3)}")
+
+
+def check_config(p: Plan, out: Path) -> kconfig.Finality:
+    """Stop before compiling when the config is not final or a fragment did not stick."""
     final = kconfig.parse((out / "config").read_text())
-    toolchain = fidelity.toolchain_symbols(out)
-    user, tool = kconfig.finality(requested, base, toolchain)
+    finality = config_finality(p, out)
     v, a = p.request.version, p.arch.name
-    if user:
+    if not finality.final:
+        user = finality.nonfinal
         where = f"--config {p.inputs.config}" if p.inputs.config else \
             f"{p.inputs.series.name}/config-{p.arch.uname}"
         save = f"--config {p.inputs.config} --save" if p.inputs.config else "--save"
+        rule = " (--strict-config: every change counts)" if p.request.strict_config else ""
         raise UserError(
-            f"config {where} is not final ({len(user)} symbols change): {kconfig.summary(user)}",
+            f"config {where} is not final ({len(user)} symbols change{rule}): "
+            f"{kconfig.summary(user)}",
             f"run `inv kconfig --version {v} --arch {a} --olddefconfig {save}` and review the "
             "changes")
-    if tool:
-        ui.warn(f"{len(tool)} toolchain symbols differ from the config (another compiler made "
-                f"it): {kconfig.summary(tool, 3)}")
+    warn_notices(finality)
     fragments = [kconfig.parse(f.read_text()) for f in sorted((out / "fragments").iterdir())] \
         if (out / "fragments").is_dir() else []
     missed = kconfig.unmet(fragments, final)
@@ -417,6 +432,7 @@ def check_config(p: Plan, out: Path) -> None:
         raise UserError(
             f"fragment settings did not stick ({len(missed)}): {kconfig.summary(missed)}",
             "a dependency of each is not enabled: add it to the fragment")
+    return finality
 
 
 @dataclass
@@ -471,19 +487,22 @@ class Steps(Protocol):
     def run(self, what: str, **kw: Any) -> None: ...
 
 
-def make_images(s: Steps, p: Plan, build_platform: str) -> dict[str, str]:
+def make_images(s: Steps, p: Plan, build_platform: str
+                ) -> tuple[dict[str, str], kconfig.Finality | None]:
     """Config check, compile, kernel image (and -builder): the steps of every build, local or
-    remote; the compile's facts become the images' labels."""
+    remote; the compile's facts become the images' labels. The facts, and the config check's
+    notices (None for a profile's build, which the fidelity check reports)."""
     request = p.request
     # One nonce for the compile and both packaging steps: each runs from the compile step,
     # which without it would come from the layer cache (an older compile) for the images.
     rerun = str(time.time_ns()) if request.force else ""
     with tempfile.TemporaryDirectory(prefix="lkbuild-") as tmp:
         out = configure(s, Path(tmp))
+        finality = None
         if request.profile is not None:
             fidelity.check_config(request.profile, out, request.allow_mismatch)
         else:
-            check_config(p, out)
+            finality = check_config(p, out)
         facts_dir = Path(tmp) / "facts"
         s.run("compiling the kernel", target="facts", local_output=facts_dir, rerun=rerun)
         facts = {f.name: f.read_text().strip() for f in facts_dir.iterdir()}
@@ -511,7 +530,7 @@ def make_images(s: Steps, p: Plan, build_platform: str) -> dict[str, str]:
         s.run("making the builder image", target="builder", labels=labels,
               tags=p.builder_refs, platform=p.arch.platform if request.native else build_platform,
               rerun=rerun)
-    return facts
+    return facts, finality
 
 
 def remember_jobs(settings: Settings, p: Plan, facts: dict[str, str], jobs: int) -> int:
@@ -549,7 +568,7 @@ def build(settings: Settings, request: Request) -> Result:
         how = "" if requested else f" ({model.describe()})"
         ui.info(f"building {p.refs[0]} on {engine.describe()} with make -j{jobs}{how}; "
                 f"log: {s.log}")
-        facts = make_images(s, p, builder_platform(engine))
+        facts, finality = make_images(s, p, builder_platform(engine))
         log = s.log
     jobs = remember_jobs(settings, p, facts, jobs)
     image = engine.image(p.refs[0])
@@ -558,7 +577,7 @@ def build(settings: Settings, request: Request) -> Result:
                          f"see the log: {log}")
     return Result(wanted, image["Id"], facts.get("release", ""), facts.get("vermagic", ""),
                   p.digest, p.arch.name, request.version, time.monotonic() - started, jobs,
-                  False, str(log))
+                  False, str(log), finality)
 
 
 @dataclass
@@ -566,10 +585,11 @@ class KconfigResult:
     config: str  # the resulting config text
     changed: list[kconfig.Change]
     saved: Path | None
+    finality: kconfig.Finality  # the input config's changes, as a build's check sorts them
 
     def as_json(self) -> dict[str, Any]:
         return {"changed": [str(c) for c in self.changed],
-                "saved": str(self.saved) if self.saved else None}
+                "saved": str(self.saved) if self.saved else None, **self.finality.as_json()}
 
 
 def kconfig_target(p: Plan, output: Path | None) -> Path:
@@ -602,6 +622,7 @@ def kconfig_run(settings: Settings, request: Request, *, base: str = "", save: b
             text = _menuconfig(s, p, Path(tmp))
         requested = kconfig.parse((out / "requested").read_text())
         changed = kconfig.changes(requested, kconfig.parse(text))
+        finality = config_finality(p, out)
         fragments = [kconfig.parse(f.read_text()) for f in sorted((out / "fragments").iterdir())] \
             if (out / "fragments").is_dir() else []
         missed = kconfig.unmet(fragments, kconfig.parse(text))
@@ -614,7 +635,7 @@ def kconfig_run(settings: Settings, request: Request, *, base: str = "", save: b
         saved = kconfig_target(p, output)
         saved.parent.mkdir(parents=True, exist_ok=True)
         atomic.write_text(saved, text, mode=0o644)
-    return KconfigResult(text, changed, saved)
+    return KconfigResult(text, changed, saved, finality)
 
 
 def _menuconfig(s: Session, p: Plan, tmp: Path) -> str:

@@ -537,7 +537,7 @@ def _run_build(settings: Settings, p: kernel.Plan, r: Host, show: Callable[[str]
             sent = sync_context(r, ctx, Path(settings.cache_dir), build_dir, extra)
             session = RemoteSession(r.conn, {**base, "context": build_dir / "ctx"}, build_dir,
                                     log, show)
-            facts = kernel.make_images(session, p, r.arch.platform)
+            facts, _ = kernel.make_images(session, p, r.arch.platform)
             kernel.remember_jobs(settings, p, facts, jobs)
         finally:
             _cleanup(r, build_dir)

@@ -30,7 +30,7 @@ $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq -t bookworm --no-install-recommends \
   debootstrap linux-source-6.12 qemu-system-x86 qemu-system-arm busybox-static \
   gnupg gpgv xz-utils zstd cpio kmod openssh-server openssh-client docker-registry skopeo \
-  ca-certificates curl strace >/dev/null
+  ca-certificates curl strace flex bison clang-14 >/dev/null
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -53,6 +53,18 @@ if [ ! -f "/usr/local/lib/lkbuild/sources/$zfs_deb" ]; then
   $SUDO install -d /usr/local/lib/lkbuild/sources
   (cd "$work" && curl -fsSLO "http://deb.debian.org/debian/pool/contrib/z/zfs-linux/$zfs_deb")
   $SUDO install -m 0644 "$work/$zfs_deb" "/usr/local/lib/lkbuild/sources/$zfs_deb"
+fi
+
+# An earlier point release of the series than linux-source-6.12's, for the tests of configs made
+# for another release (flex, bison and clang-14 above make configs the way another machine
+# would: the kernel's own olddefconfig, outside lkbuild, with another compiler).
+earlier=6.12.113-1~deb12u1
+earlier_tarball="/usr/local/lib/lkbuild/sources/linux-source-${earlier%%-*}.tar.xz"
+if [ ! -f "$earlier_tarball" ]; then
+  (cd "$work" && apt-get download -qq "linux-source-6.12=$earlier")
+  dpkg -x "$work"/linux-source-6.12_*_all.deb "$work/earlier"
+  $SUDO install -D -m 0644 "$work/earlier/usr/src/linux-source-6.12.tar.xz" "$earlier_tarball"
+  rm -rf "$work"/linux-source-6.12_*_all.deb "$work/earlier"
 fi
 
 python3 -m pip install -q --upgrade pip

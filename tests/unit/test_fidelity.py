@@ -165,7 +165,6 @@ def _config_out(tmp_path: Path, final: str) -> Path:
     out = tmp_path / "out"
     out.mkdir(exist_ok=True)
     (out / "config").write_text(final)
-    (out / "toolchain-symbols").write_text("CONFIG_CC_VERSION_TEXT\nCONFIG_GCC_VERSION\n")
     return out
 
 

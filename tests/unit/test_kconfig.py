@@ -28,14 +28,6 @@ def test_absent_and_not_set_are_the_same_to_kconfig():
     assert kconfig.changes({"CONFIG_B": "n"}, {}) == []
 
 
-def test_toolchain_symbols_do_not_make_a_config_non_final():
-    after = kconfig.parse(BASE.replace('"gcc 12"', '"gcc 14"') + "CONFIG_CC_HAS_X=y\n")
-    user, tool = kconfig.finality(kconfig.parse(BASE), after,
-                                  toolchain=frozenset({"CONFIG_CC_HAS_X"}))
-    assert user == []
-    assert [c.symbol for c in tool] == ["CONFIG_CC_HAS_X", "CONFIG_CC_VERSION_TEXT"]
-
-
 def test_fragment_settings_that_did_not_stick_are_reported_with_later_fragments_winning():
     result = {"CONFIG_A": "y", "CONFIG_B": "n"}
     missed = kconfig.unmet([{"CONFIG_A": "n", "CONFIG_B": "y"}, {"CONFIG_A": "y"}], result)

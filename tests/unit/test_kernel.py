@@ -81,12 +81,14 @@ def test_force_reruns_the_compile_once_for_the_facts_and_both_images(force):
     they would take another compile from the layer cache than the one the facts came from."""
     from types import SimpleNamespace as NS
 
-    request = NS(force=force, profile=None, builder_image=True, native=False, version="6.12.54")
+    request = NS(force=force, profile=None, builder_image=True, native=False, version="6.12.54",
+                 strict_config=False)
     p = NS(request=request, arch=ARM, source=NS(sha256="s"), build_image="b", digest="d",
            refs=["o/kernel:6.12.54-arm64"], builder_refs=["o/kernel:6.12.54-builder-arm64"],
            inputs=NS(config=None, series=NS(name="6.12.x")))
     steps = _Steps()
-    facts = kernel.make_images(steps, p, "linux/amd64")
+    facts, finality = kernel.make_images(steps, p, "linux/amd64")
+    assert finality is not None and finality.final
     assert facts["release"] == "6.12.54-linuxkit"
     assert [c["target"] for c in steps.calls] == ["config", "facts", "kernel", "builder"]
     nonces = {c.get("rerun", "") for c in steps.calls[1:]}
