@@ -51,6 +51,11 @@ class CheckedFlag(Argument):
         except (TypeError, ValueError):
             raise whole_number_error(f"--{self.names[0]}", str(value)) from None
 
+    def __repr__(self) -> str:
+        # Invoke's parse errors name a flag by its repr ("Flag ... needed value"): the flag
+        # as typed reads better there than the class's own <Argument: ...>
+        return "--" + self.names[0].replace("_", "-")
+
 
 class CheckedTask(Task):
     """Invoke's Task with CheckedFlag arguments."""
@@ -907,8 +912,9 @@ ns.configure({"run": {"echo": False}})
 def usage_error(exc: Exception) -> Exit:
     """A command line Invoke could not parse, as lkbuild's one error line (exit 2)."""
     text = " ".join(str(exc).split())
-    text = re.sub(r"Flag <Argument: ([\w-]+)[^>]*>",
+    text = re.sub(r"Flag <\w+: ([\w-]+)[^>]*>",
                   lambda m: "flag --" + m.group(1).replace("_", "-"), text)
+    text = re.sub(r"^Flag (--[\w-]+)", r"flag \1", text)
     return Exit(f"lkbuild: error: {text} ({USAGE_HINT})", 2)
 
 

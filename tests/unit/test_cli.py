@@ -80,3 +80,17 @@ def test_a_code_check_that_finds_problems_fails_the_task_in_one_line(monkeypatch
     assert info.value.code == 1
     assert info.value.message == ("lkbuild: error: mypy found problems, listed above "
                                   "(the settings are in pyproject.toml)")
+
+
+@pytest.mark.parametrize("argv,line", [
+    (["kconfig", "--arch"], "lkbuild: error: flag --arch needed value and was not given one!"),
+    (["build", "--build-image"],
+     "lkbuild: error: flag --build-image needed value and was not given one!"),
+])
+def test_a_flag_without_its_value_is_named_as_typed(capsys, argv, line):
+    with pytest.raises(SystemExit) as info:
+        cli.LkbuildProgram(namespace=cli.ns, name="lkbuild", binary="lkbuild").run(
+            ["lkbuild", *argv])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(line) and "<" not in err, err
