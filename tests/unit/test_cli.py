@@ -5,6 +5,7 @@ import pytest
 from invoke import Context, Exit
 
 from recipes import cli
+from recipes.cli import dev_tasks
 from recipes.errors import UserError
 
 pytestmark = pytest.mark.unit
@@ -60,8 +61,8 @@ def _record_checks(monkeypatch, failing: str = "") -> list[str]:
         ran.append(argv[2])
         return 1 if argv[2] == failing else 0
 
-    monkeypatch.setattr(cli.subprocess, "call", call)
-    monkeypatch.setattr(cli.os, "spawnv", lambda mode, exe, args: ran.append(args[2]) or 0)
+    monkeypatch.setattr(dev_tasks.subprocess, "call", call)
+    monkeypatch.setattr(dev_tasks.os, "spawnv", lambda mode, exe, args: ran.append(args[2]) or 0)
     return ran
 
 
