@@ -18,6 +18,7 @@ from tests.integration.daemons import (  # noqa: F401
     ssh_server2,
 )
 from tests.integration.fixtures import (  # noqa: F401
+    build_image,
     docker_client,
     hello,
     kernel_cache,

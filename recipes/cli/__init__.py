@@ -8,8 +8,9 @@ stderr line and an exit code.
 The tasks are split by capability, one module each: `kernel_tasks` (list, add-kernel, fetch,
 the builds, kconfig), `module_tasks` (buildmodule, vmtest), `remote_tasks` (remote-build),
 `registry_tasks` (push, pull), `machine_tasks` (config, detect, doctor, bootstrap-image,
-prune) and `dev_tasks` (test, bench). This module puts them in one namespace, in the order
-`inv --list` has always had them, and turns Invoke's parse errors into lkbuild's usage line.
+prune) and `dev_tasks` (quickstart, test, bench). This module puts them in one namespace, in
+the order `inv --list` has always had them, and turns Invoke's parse errors into lkbuild's
+usage line.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from .common import (
     version_of,
     whole_number_error,
 )
-from .dev_tasks import CODE_CHECKS, TEST_TIERS, bench, check_code, test
+from .dev_tasks import CODE_CHECKS, TEST_TIERS, bench, check_code, quickstart, test
 from .kernel_tasks import (
     BUILD_HELP,
     add_kernel,
@@ -52,13 +53,13 @@ __all__ = [
     "USAGE_HINT", "CheckedFlag", "CheckedTask", "LkbuildProgram", "add_kernel", "bench",
     "bootstrap_image", "build", "builddebugkernel", "buildmodule", "buildplainkernel",
     "check_code", "config", "detect", "doctor", "edge", "fetch", "kconfig", "kernel_planner",
-    "list_", "main", "ns", "prune", "pull", "push", "remote_build", "settings", "task", "test",
-    "usage_error", "version_of", "vmtest", "whole_number_error",
+    "list_", "main", "ns", "prune", "pull", "push", "quickstart", "remote_build", "settings",
+    "task", "test", "usage_error", "version_of", "vmtest", "whole_number_error",
 ]
 
 ns = Collection(config, list_, add_kernel, fetch, doctor, bootstrap_image, buildplainkernel,
                 builddebugkernel, build, kconfig, buildmodule, vmtest, remote_build, push,
-                detect, pull, prune, test, bench)
+                detect, pull, prune, quickstart, test, bench)
 ns.configure({"run": {"echo": False}})
 
 

@@ -1,4 +1,5 @@
-"""Tasks for working on lkbuild itself, in the checkout: test (after ruff and mypy) and bench."""
+"""Tasks that prove lkbuild works, in the checkout: quickstart (the main job end to end), test
+(after ruff and mypy) and bench."""
 from __future__ import annotations
 
 import importlib.util
@@ -11,7 +12,7 @@ from invoke import Context, Exit
 from recipes.errors import LkbuildError, UserError
 from recipes.settings import ROOT
 
-from .common import edge, task
+from .common import edge, settings, task
 
 TEST_TIERS = {"quick": "unit", "ci": "unit or ci", "full": "unit or ci or full"}
 """pytest markers each tier runs (tests/conftest.py gives every test exactly one of them)."""
@@ -64,3 +65,21 @@ def bench(c: Context, quick: bool = False, only: str = "", report: bool = False)
     code = os.spawnv(os.P_WAIT, sys.executable, args)
     if code:
         raise Exit(code=code)
+
+
+@task(help={"json": "print the summary as JSON (mode, passed, each step's command, status "
+                    "and seconds) instead of a table"})
+@edge
+def quickstart(c: Context, json: bool = False) -> None:
+    """Run lkbuild's main job end to end here, step by step, as the commands you would type."""
+    from recipes import quickstart as quickstartmod, ui
+
+    summary = quickstartmod.run(settings())
+    if json:
+        ui.emit_json(summary.as_json())
+    else:
+        quickstartmod.show(summary)
+    if not summary.passed:
+        failed = next(o for o in summary.outcomes if o.code not in (0, None))
+        raise LkbuildError(f"quick start step '{failed.step.name}' failed: "
+                           f"{failed.step.command()}", "its error is above the summary")
