@@ -138,13 +138,15 @@ class Result:
     skipped: bool
     log: str = ""
     config: kconfig.Finality | None = None  # the config check's notices (None: not run)
+    host: str = ""  # the build host it ran on ("": this engine)
 
     def as_json(self) -> dict[str, Any]:
         return {"refs": self.refs, "image_id": self.image_id, "release": self.release,
                 "vermagic": self.vermagic, "hash": self.digest, "arch": self.arch,
                 "version": self.version, "seconds": round(self.seconds, 2), "jobs": self.jobs,
                 "skipped": self.skipped, "log": self.log,
-                "config": self.config.as_json() if self.config else None}
+                "config": self.config.as_json() if self.config else None,
+                "host": self.host}
 
 
 def _check_file(path: Path, what: str, flag: str) -> Path:

@@ -85,6 +85,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("jobs", "int", lambda: 0, "make jobs (0: from the builder's cpus and memory)"),
     Setting("cache_id", "str", lambda: _user(),
             "builds with the same cache id share compiled objects (default: your user name)"),
+    Setting("build_hosts", "list", list,
+            "Linux hosts ([USER@]HOST[:PORT]) a build may run on when this engine cannot fit it "
+            "(--where auto)"),
+    Setting("build_host_identity", "path", lambda: None,
+            "SSH private key for the build hosts (default: ~/.ssh/config, ssh-agent, ~/.ssh/id_*)"),
+    Setting("build_host_known_hosts", "path", lambda: None,
+            "known_hosts file the build hosts' keys are checked against (default: "
+            "~/.ssh/known_hosts)"),
+    Setting("where", "str", lambda: "",
+            "where builds run: auto, local or a build host (empty: auto when build_hosts is "
+            "set, else local)"),
     Setting("min_free_gb", "int", lambda: 30,
             "free disk a full kernel build needs, in GB (doctor and build preflight)"),
     Setting("desktop_disk_image", "path",

@@ -107,6 +107,9 @@ BUILD_HELP = {
               "cross-compiling",
     "build_arg": "KEY=VALUE build argument over the series' build-args; repeatable",
     "force": "rebuild even when the image for this hash exists",
+    "where": "auto (here when this engine fits the build, else the first build host that "
+             "does), local, or a build host [USER@]HOST[:PORT] (default: setting where; auto "
+             "when build_hosts is set)",
     "strict_config": "linuxkit's rule: any symbol olddefconfig changes makes the config "
                      "non-final (default: only a prompted symbol the config sets)",
     "json": "print JSON (refs, image id, release, hash, seconds, jobs, config notices) "
@@ -147,12 +150,13 @@ def _build(kind: str, version: str, arch: list[str], kernel_dir: str, source: st
            build_image: str, config: str, fragment: list[str], variant: str, jobs: int,
            builders: list[str], native: bool, force: bool, json: bool,
            build_arg: list[str], profile: str = "", allow_mismatch: bool = False,
-           strict_config: bool = False) -> None:
-    from recipes import kernel
+           strict_config: bool = False, where: str = "") -> None:
+    from recipes import kernel, offload
 
     check_jobs(jobs)
     s = settings(kernel_dir=kernel_dir, builders=builders)
     check_builders(s, builders)
+    place = offload.where_of(s, where)
     target = None
     if profile:
         target, version, config = profile_flags(s, profile, version, arch, config)
@@ -175,7 +179,7 @@ def _build(kind: str, version: str, arch: list[str], kernel_dir: str, source: st
                 builder_image=not debug and kind in ("build", "both"),
                 profile=None if debug else target, allow_mismatch=allow_mismatch,
                 strict_config=strict_config)
-            result = kernel.build(s, request)
+            result = offload.build(s, request, place)
             results.append(result)
             if not json:
                 for r in result.refs:
@@ -210,11 +214,11 @@ def buildplainkernel(c: Context, version: str = "", arch: list[str] | None = Non
                      config: str = "", fragment: list[str] | None = None, variant: str = "",
                      jobs: int = 0, builders: list[str] | None = None, native: bool = False,
                      force: bool = False, build_arg: list[str] | None = None,
-                     strict_config: bool = False, json: bool = False) -> None:
+                     strict_config: bool = False, where: str = "", json: bool = False) -> None:
     """Build the kernel image of a version for each arch; print its references."""
     _build("plain", version, arch or [], kernel_dir, source, build_image, config,
            fragment or [], variant, jobs, builders or [], native, force, json,
-           build_arg or [], strict_config=strict_config)
+           build_arg or [], strict_config=strict_config, where=where)
 
 
 @task(help=BUILD_HELP, iterable=BUILD_ITERABLE)
@@ -224,11 +228,11 @@ def builddebugkernel(c: Context, version: str = "", arch: list[str] | None = Non
                      config: str = "", fragment: list[str] | None = None, variant: str = "",
                      jobs: int = 0, builders: list[str] | None = None, native: bool = False,
                      force: bool = False, build_arg: list[str] | None = None,
-                     strict_config: bool = False, json: bool = False) -> None:
+                     strict_config: bool = False, where: str = "", json: bool = False) -> None:
     """Build the debug kernel (-dbg release, debug fragment, vmlinux); print its references."""
     _build("debug", version, arch or [], kernel_dir, source, build_image, config,
            fragment or [], variant, jobs, builders or [], native, force, json,
-           build_arg or [], strict_config=strict_config)
+           build_arg or [], strict_config=strict_config, where=where)
 
 
 @task(help={**BUILD_HELP, "debug": "also build the debug kernel",
@@ -243,11 +247,12 @@ def build(c: Context, version: str = "", arch: list[str] | None = None, kernel_d
           fragment: list[str] | None = None, variant: str = "", jobs: int = 0,
           builders: list[str] | None = None, native: bool = False, force: bool = False,
           debug: bool = False, build_arg: list[str] | None = None, profile: str = "",
-          allow_mismatch: bool = False, strict_config: bool = False, json: bool = False) -> None:
+          allow_mismatch: bool = False, strict_config: bool = False, where: str = "",
+          json: bool = False) -> None:
     """Build the kernel and its -builder image (and the debug kernel with --debug)."""
     _build("both" if debug else "build", version, arch or [], kernel_dir, source, build_image,
            config, fragment or [], variant, jobs, builders or [], native, force, json,
-           build_arg or [], profile, allow_mismatch, strict_config)
+           build_arg or [], profile, allow_mismatch, strict_config, where)
 
 
 @task(help={

@@ -76,10 +76,11 @@ def detect(c: Context, context: str = "", privileged: bool = False, from_dir: st
             "json": JSON_HELP})
 @edge
 def doctor(c: Context, context: str = "", json: bool = False) -> None:
-    """Check the engine, buildx, credentials, disk, memory and qemu; say how to fix each."""
-    from recipes import resources
+    """Check the engine, buildx, credentials, disk, memory, qemu and build hosts, with fixes."""
+    from recipes import offload, resources
 
-    checks = resources.doctor(settings(context=context))
+    s = settings(context=context)
+    checks = resources.doctor(s) + offload.check_build_hosts(s)
     if json:
         ui.emit_json([ch.as_json() for ch in checks])
     else:

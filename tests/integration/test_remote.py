@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -22,6 +23,7 @@ from tests.integration.daemons import (
     DockerEngine,
     Registry,
     SSHServer,
+    Tmpfs,
     free_port,
     in_netns,
     stop_pid,
@@ -143,6 +145,54 @@ def test_a_kernel_built_on_the_host_comes_back_and_a_repeat_is_found_there(
     (row,) = again.json()
     assert row["status"] == "up to date" and row["sent_bytes"] == 0
     assert "is up to date on" in again.err and "compiling" not in again.err
+
+
+def auto_env(ssh_server: SSHServer, known: Path, hosts: str) -> dict[str, str]:
+    return {"LKBUILD_ORG": REMOTE_ORG, "LKBUILD_BUILD_HOSTS": hosts,
+            "LKBUILD_BUILD_HOST_IDENTITY": str(ssh_server.identity),
+            "LKBUILD_BUILD_HOST_KNOWN_HOSTS": str(known)}
+
+
+@pytest.mark.ci
+def test_where_auto_builds_on_a_host_when_this_engine_cannot_fit_and_the_images_come_here(
+        kver, small_tree, known_hosts, remote, ssh_server, docker_client, remote_kernel,
+        tmp_path):
+    """The cache dir on a 64 MB tmpfs (min_free_gb 5): this engine cannot fit the build, the
+    build host can, and has it already (remote_kernel); `inv build` as a script types it gets
+    the images here with the line that says why, and the same result a local build gives.
+    With the only host down, one line names what each place lacked and nothing is made."""
+    refs = remote_kernel["refs"]
+    for ref in refs:
+        with contextlib.suppress(docker.errors.ImageNotFound):
+            docker_client.images.remove(ref)
+    fs = Tmpfs(tmp_path / "cache", 64)
+    fs.start()
+    try:
+        args = ["build", "--arch", "amd64", *flags(small_tree), "--json"]
+        down = lkbuild(fs.path, *args,
+                       env=auto_env(ssh_server, known_hosts, f"root@127.0.0.1:{free_port()}"))
+        assert down.code == 3 and down.out == "", down.err[-2000:]
+        line = one_error_line(down.err)
+        assert "no place fits this build" in line and "the cache dir" in line, line
+        assert "connection refused" in line and "Traceback" not in down.err
+        assert not any(docker_client.images.list(name=ref) for ref in refs)
+
+        run = lkbuild(fs.path, *args, env=auto_env(ssh_server, known_hosts,
+                                                   ssh_server.host_spec))
+        assert run.code == 0, run.err[-3000:]
+        assert re.search(r"this engine cannot fit the build \(only 0\.\d GB free in the cache "
+                         rf"dir {re.escape(str(fs.path))}.*\): building on "
+                         rf"{re.escape(ssh_server.host_spec)}", run.err), run.err[-2000:]
+        (result,) = run.json()
+        assert result["host"] == ssh_server.host_spec and result["refs"] == refs
+        assert result["release"] == f"{kver}-linuxkit" and result["hash"] == remote_kernel[
+            "refs"][0].rsplit("-", 2)[-2]
+        for ref in refs:
+            assert docker_client.api.inspect_image(ref)["Id"] == remote_id(remote, ref), ref
+        assert result["image_id"] == docker_client.api.inspect_image(refs[0])["Id"]
+    finally:
+        fs.stop()
+    assert leftover_builds() == [], "a build dir was left behind"
 
 
 @pytest.mark.full

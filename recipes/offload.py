@@ -1,0 +1,169 @@
+"""Where a build runs: here, or on a build host when this engine cannot fit it.
+
+A Mac often lacks the disk or the memory for a kernel build, and the user finds out when the
+build fails. With build hosts configured, `--where auto` runs the preflight a build would run
+anyway (free disk for the build, memory for one make job at least, the jobs asked for), here
+first, then on each host in turn, and builds on the first that fits, saying in one line why.
+The images come back as with remote-build, and the result is the one a local build gives, so
+scripts that chain tasks need no change.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import buildx, kernel, remote, resources, ssh, ui
+from .errors import InfraError, LkbuildError, UserError
+from .settings import Settings
+
+LOCAL = "local"
+AUTO = "auto"
+
+
+def where_of(settings: Settings, flag: str) -> str:
+    """--where, else the setting, else auto when build hosts are set, local when none are."""
+    where = flag or settings.where or (AUTO if settings.build_hosts else LOCAL)
+    if where not in (AUTO, LOCAL):
+        ssh.parse_host(where)  # a host spec, checked before anything runs
+    elif where == AUTO and not settings.build_hosts:
+        raise UserError("--where auto needs build hosts",
+                        "set build_hosts (LKBUILD_BUILD_HOSTS=me@server, or build_hosts: in "
+                        "lkbuild.yaml), or use --where local")
+    for spec in settings.build_hosts:
+        ssh.parse_host(spec)
+    return where
+
+
+def target(settings: Settings, spec: str) -> remote.Target:
+    return remote.Target(spec, str(settings.build_host_identity or ""),
+                         str(settings.build_host_known_hosts or ""))
+
+
+def local_misfit(settings: Settings, p: kernel.Plan) -> str:
+    """Why this engine cannot fit the build ("" when it can): the build's own preflight."""
+    request = p.request
+    engine = buildx.engine_for(settings, request.arch, request.builders)
+    try:
+        requested = request.jobs or settings.jobs or kernel.series_jobs(p)
+        model = resources.model_for(settings.cache_dir, kernel.jobs_key(p))
+        kernel.choose_jobs(engine, requested, model)
+        one = resources.memory_needed(1, model)
+        if engine.memory and one > engine.memory:
+            return (f"the engine has {engine.memory / 2**30:.1f} GiB, one make job needs "
+                    f"about {one / 2**30:.1f} GiB")
+        kernel.check_disk(settings, engine, p.build_image)
+    except LkbuildError as exc:
+        return exc.message
+    finally:
+        engine.close()
+    return ""
+
+
+def host_misfit(settings: Settings, p: kernel.Plan, spec: str) -> str:
+    """Why the host cannot take the build ("" when it can): reachable, ready, room, memory."""
+    try:
+        r = remote.open_host(target(settings, spec))
+    except LkbuildError as exc:
+        return exc.message
+    try:
+        requested = p.request.jobs or settings.jobs or kernel.series_jobs(p)
+        model = resources.model_for(settings.cache_dir, kernel.jobs_key(p))
+        remote.check_room(settings, r)
+        remote.choose_jobs(r, requested, model)
+        one = resources.memory_needed(1, model)
+        if r.facts.memory and one > r.facts.memory:
+            return (f"{r.describe()}: its engine has {r.facts.memory / 2**30:.1f} GiB, one make "
+                    f"job needs about {one / 2**30:.1f} GiB")
+    except LkbuildError as exc:
+        return exc.message
+    finally:
+        r.conn.close()
+    return ""
+
+
+@dataclass(frozen=True)
+class Decision:
+    host: str  # "" for this engine
+    reason: str  # why the build left this engine ("" when it did not)
+
+
+def decide(settings: Settings, p: kernel.Plan, where: str) -> Decision:
+    """Where the build runs; refuses in one line, naming what each place lacked, when none
+    fits."""
+    if where == LOCAL:
+        return Decision("", "")
+    if where != AUTO:
+        return Decision(where, f"--where {where}")
+    reason = local_misfit(settings, p)
+    if not reason:
+        return Decision("", "")
+    lacks = [f"this engine: {reason}"]
+    for spec in settings.build_hosts:
+        why = host_misfit(settings, p, spec)
+        if not why:
+            return Decision(spec, f"this engine cannot fit the build ({reason})")
+        lacks.append(why if spec in why else f"{spec}: {why}")
+    raise InfraError("no place fits this build: " + "; ".join(lacks),
+                     "free disk or memory on one of them, add a build host (build_hosts), "
+                     "or use --where local to try here anyway")
+
+
+def build(settings: Settings, request: kernel.Request, where: str) -> kernel.Result:
+    """kernel.build here, or on the host the decision names with the images brought back;
+    the same Result either way."""
+    if where == LOCAL:
+        return kernel.build(settings, request)
+    p = kernel.plan(settings, request)
+    engine = buildx.engine_for(settings, request.arch, request.builders)
+    try:
+        wanted = p.refs + (p.builder_refs if request.builder_image else [])
+        here = not request.force and all(engine.image_exists(r) for r in wanted)
+    finally:
+        engine.close()
+    if here:  # up to date here: nothing to place
+        return kernel.build(settings, request)
+    decision = decide(settings, p, where)
+    if not decision.host:
+        return kernel.build(settings, request)
+    ui.info(f"{decision.reason}: building on {decision.host}")
+    out = remote.build(settings, request, target(settings, decision.host))
+    engine = buildx.engine_for(settings, request.arch, request.builders)
+    try:
+        image = engine.image(p.refs[0]) or {}
+    finally:
+        engine.close()
+    labels = (image.get("Config") or {}).get("Labels") or {}
+    return kernel.Result(out.refs, out.image_id, labels.get(f"{kernel.LABEL}.release", ""),
+                         labels.get(f"{kernel.LABEL}.vermagic", ""), p.digest, p.arch.name,
+                         request.version, out.seconds, 0, out.skipped, out.log,
+                         host=decision.host)
+
+
+def check_build_hosts(settings: Settings) -> list[resources.Check]:
+    """One doctor row per build host: reachable, ready (docker, buildx), and what it would
+    fit (cpus, memory, the jobs they allow, free disk against min_free_gb)."""
+    checks = []
+    for spec in settings.build_hosts:
+        name = f"build-host {spec}"
+        try:
+            r = remote.open_host(target(settings, spec))
+        except LkbuildError as exc:
+            checks.append(resources.Check(name, "fail", exc.message, exc.hint, False))
+            continue
+        try:
+            f = r.facts
+            free = min((x for x in (f.docker_free, f.work_free) if x is not None), default=None)
+            detail = (f"{f.arch}, {f.cpus} cpus, {f.memory / 2**30:.1f} GiB (-j{f.jobs}), "
+                      + (f"{free / 1e9:.1f} GB free" if free is not None else "free disk unknown"))
+            data = {"arch": f.arch, "cpus": f.cpus, "memory": f.memory, "jobs": f.jobs,
+                    "free": free}
+            try:
+                remote.check_room(settings, r)
+            except LkbuildError as exc:
+                checks.append(resources.Check(name, "warn", f"{detail}: {exc.message}",
+                                              exc.hint, False, data))
+                continue
+            checks.append(resources.Check(name, "ok", f"{detail}: fits a build", "", False,
+                                          data))
+        finally:
+            r.conn.close()
+    return checks
