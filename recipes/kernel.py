@@ -271,11 +271,12 @@ def series_jobs(p: Plan) -> int:
     return int(raw)
 
 
-def check_disk(settings: Settings, engine: Engine, image: str = "") -> None:
+def check_disk(settings: Settings, engine: Engine, image: str = "", key: str = "") -> None:
     """Refuse before starting when the cache, the engine's disk (measured in a container of
     `image` when it is not this machine's) or, for Docker Desktop, the Mac disk its disk image
-    grows into cannot hold a build."""
-    need = settings.min_free_gb * GB
+    grows into cannot hold a build (`key`: the build whose measured disk to expect)."""
+    need, how = resources.disk_needed(settings, key) if key else \
+        (settings.min_free_gb * GB, f"{settings.min_free_gb} GB")
     places = [("the cache dir", str(settings.cache_dir),
                resources.free_bytes(settings.cache_dir))]
     engine_free = engine.data_root_free(image)
@@ -290,7 +291,7 @@ def check_disk(settings: Settings, engine: Engine, image: str = "") -> None:
         if free < need:
             raise InfraError(
                 f"only {free / GB:.1f} GB free in {what} {path}; a kernel build needs "
-                f"{settings.min_free_gb} GB",
+                f"{how}",
                 "free disk space (docker system prune), or lower LKBUILD_MIN_FREE_GB for a "
                 "small config")
 
@@ -539,9 +540,11 @@ def remember_jobs(settings: Settings, p: Plan, facts: dict[str, str], jobs: int)
     """Keep the compile's measured peak for the next build's jobs; the jobs make really ran
     with (the builder may have lowered them to its own memory limit)."""
     used = int(facts["jobs"]) if facts.get("jobs", "").isdigit() else jobs
-    peak = facts.get("peak-rss", "")
-    if peak.isdigit():
-        resources.remember_peak(settings.cache_dir, jobs_key(p), int(peak), used)
+    peak, disk = facts.get("peak-rss", ""), facts.get("disk-bytes", "")
+    if peak.isdigit() or disk.isdigit():
+        resources.remember_peak(settings.cache_dir, jobs_key(p),
+                                int(peak) if peak.isdigit() else 0, used,
+                                int(disk) if disk.isdigit() else 0)
     return used
 
 
@@ -562,7 +565,7 @@ def build(settings: Settings, request: Request) -> Result:
     model = resources.model_for(settings.cache_dir, jobs_key(p))
     jobs = choose_jobs(engine, requested, model)
     ensure_build_image(engine, p.build_image)
-    check_disk(settings, engine, p.build_image)
+    check_disk(settings, engine, p.build_image, jobs_key(p))
     if request.native and resolve(str(engine.info().get("Architecture"))).name != p.arch.name:
         ui.warn(f"--native builds {p.arch.name} under emulation on {engine.describe()}: "
                 "expect it to be many times slower than a cross build")

@@ -50,7 +50,7 @@ def local_misfit(settings: Settings, p: kernel.Plan) -> str:
         if engine.memory and one > engine.memory:
             return (f"the engine has {engine.memory / 2**30:.1f} GiB, one make job needs "
                     f"about {one / 2**30:.1f} GiB")
-        kernel.check_disk(settings, engine, p.build_image)
+        kernel.check_disk(settings, engine, p.build_image, kernel.jobs_key(p))
     except LkbuildError as exc:
         return exc.message
     finally:
@@ -67,7 +67,7 @@ def host_misfit(settings: Settings, p: kernel.Plan, spec: str) -> str:
     try:
         requested = p.request.jobs or settings.jobs or kernel.series_jobs(p)
         model = resources.model_for(settings.cache_dir, kernel.jobs_key(p))
-        remote.check_room(settings, r)
+        remote.check_room(settings, r, kernel.jobs_key(p))
         remote.choose_jobs(r, requested, model)
         one = resources.memory_needed(1, model)
         if r.facts.memory and one > r.facts.memory:

@@ -300,13 +300,16 @@ class HostRunner:
         self.session.run(what, **kw)
 
 
-def check_room(settings: Settings, r: Host) -> None:
-    need = settings.min_free_gb * GB
+def check_room(settings: Settings, r: Host, key: str = "") -> None:
+    """Refuse a host without the disk for the build (`key`: the build whose measured disk to
+    expect)."""
+    need, how = resources.disk_needed(settings, key) if key else \
+        (settings.min_free_gb * GB, f"{settings.min_free_gb} GB")
     for what, free in (("docker's data root", r.facts.docker_free),
                        ("the work dir", r.facts.work_free)):
         if free is not None and free < need:
             raise InfraError(f"{r.describe()}: {free / GB:.1f} GB free in {what}, a build needs "
-                             f"{settings.min_free_gb} GB",
+                             f"{how}",
                              "free space there (`docker system prune`), or lower min_free_gb "
                              "for small configs")
 
@@ -525,7 +528,7 @@ def _run_build(settings: Settings, p: kernel.Plan, r: Host, show: Callable[[str]
     requested = request.jobs or settings.jobs or kernel.series_jobs(p)
     model = resources.model_for(settings.cache_dir, kernel.jobs_key(p))
     jobs = choose_jobs(r, requested, model)
-    check_room(settings, r)
+    check_room(settings, r, kernel.jobs_key(p))
     ensure_build_image(settings, r, p.build_image)
     log = kernel.log_path(settings, p)
     build_dir = r.work / "builds" / uuid.uuid4().hex[:12]

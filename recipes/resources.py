@@ -97,12 +97,43 @@ def model_for(cache_dir: Path | str, key: str) -> JobModel:
     return JobModel.measured(peak) if peak > 0 else DEFAULT_MODEL
 
 
-def remember_peak(cache_dir: Path | str, key: str, peak: int, jobs: int) -> None:
-    """Keep the largest peak seen: an incremental rebuild compiles little and must not make
-    the next cold build's jobs bolder."""
+def _measured(cache_dir: Path | str, key: str) -> dict[str, Any]:
+    try:
+        found = json.loads(_peak_file(cache_dir, key).read_text())
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def remember_peak(cache_dir: Path | str, key: str, peak: int, jobs: int,
+                  disk: int = 0) -> None:
+    """Keep the largest peak and disk seen: an incremental rebuild compiles little and must
+    not make the next cold build's jobs bolder or its disk check laxer."""
     peak = max(peak, model_for(cache_dir, key).peak)
-    if peak > 0:
-        write_text(_peak_file(cache_dir, key), json.dumps({"peak_rss": peak, "jobs": jobs}) + "\n")
+    disk = max(disk, measured_disk(cache_dir, key))
+    if peak > 0 or disk > 0:
+        write_text(_peak_file(cache_dir, key),
+                   json.dumps({"peak_rss": peak, "jobs": jobs, "disk_bytes": disk}) + "\n")
+
+
+def measured_disk(cache_dir: Path | str, key: str) -> int:
+    """The disk a build of this kernel and config held last time (0: never measured)."""
+    value = _measured(cache_dir, key).get("disk_bytes", 0)
+    return value if isinstance(value, int) and value > 0 else 0
+
+
+DISK_MARGIN = 1.25  # over the measured build: the images it makes and a config that grew
+IMAGES_BYTES = 2 * GB  # the kernel, -builder and BuildKit's snapshots of them
+
+
+def disk_needed(settings: Settings, key: str) -> tuple[int, str]:
+    """Bytes a build needs free, and where the figure comes from: min_free_gb when the user
+    set it, else what this build measured before (with a margin), else the default."""
+    measured = measured_disk(settings.cache_dir, key)
+    if settings.source("min_free_gb") != "default" or not measured:
+        return settings.min_free_gb * GB, f"{settings.min_free_gb} GB"
+    need = int(measured * DISK_MARGIN) + IMAGES_BYTES
+    return need, f"about {need / GB:.1f} GB (measured by an earlier build of it)"
 
 
 def free_bytes(path: Path | str) -> int:

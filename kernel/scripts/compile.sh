@@ -47,6 +47,10 @@ started=$(date +%s)
 echo "lkbuild: make took $(( $(date +%s) - started )) s"
 # What a rebuild is measured against: how many objects a build of this config holds.
 echo "lkbuild: $(find "$build" -name '*.o' | wc -l) objects in the build dir"
+# The disk this build holds (its build dir and unpacked source): the next build of it is
+# checked against this instead of a default.
+du -sk "$build" "$cache/src/$key" | awk '{kb += $1} END {print kb * 1024}' \
+  > "$out/facts/disk-bytes"
 /lkbuild/unfinished.sh done "$build"
 
 release=$(make -s O="$build" $make_args kernelrelease)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import re
 import shutil
@@ -157,6 +158,19 @@ def test_force_runs_the_steps_again_and_keeps_the_cache_mount(small_kernel, kern
     assert "lkbuild: make -j" in log, "the compile step did not run again"
     assert "lkbuild: unpacking" not in log, "the cache mount was emptied"
     assert compile_count(log) < 0.15 * objects_in(log)
+
+
+@pytest.mark.ci
+def test_a_build_keeps_the_memory_and_disk_it_took_for_the_next_one(small_kernel,
+                                                                   kernel_cache):
+    """The next build of it is sized by these (jobs by the peak, the disk check by the disk
+    its build dir and source held) instead of the defaults."""
+    small_kernel("amd64")
+    kept = [json.loads(p.read_text()) for p in (kernel_cache / "jobs").glob("*.json")]
+    assert kept, "no build kept what it measured"
+    for found in kept:
+        assert found["peak_rss"] > 10 * 2**20, found  # the largest process: a cc1 or the link
+        assert found["disk_bytes"] > 500 * 10**6, found  # the unpacked source alone is more
 
 
 @pytest.mark.ci

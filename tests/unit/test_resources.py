@@ -261,3 +261,20 @@ def test_a_docker_raw_that_fits_the_mac_disk_is_ok(tmp_path: Path) -> None:
 
 def test_no_docker_raw_and_no_docker_desktop_means_no_disk_image_line(tmp_path: Path) -> None:
     assert resources.check_disk_image(image_settings(tmp_path / "none.raw"), None) is None
+
+
+def test_the_disk_a_build_measured_is_what_its_next_build_is_checked_against(tmp_path,
+                                                                             monkeypatch):
+    from recipes.resources import GB, disk_needed, measured_disk, remember_peak
+    from recipes.settings import Settings
+
+    monkeypatch.delenv("LKBUILD_MIN_FREE_GB", raising=False)
+    s = Settings(flags={"cache_dir": tmp_path})
+    assert disk_needed(s, "k") == (30 * GB, "30 GB")  # never measured: the default
+    remember_peak(tmp_path, "k", 0, 2, disk=8 * GB)
+    remember_peak(tmp_path, "k", 0, 2, disk=1 * GB)  # an incremental rebuild holds no less
+    assert measured_disk(tmp_path, "k") == 8 * GB
+    need, how = disk_needed(s, "k")
+    assert need == 12 * GB and how.startswith("about 12.0 GB (measured")
+    monkeypatch.setenv("LKBUILD_MIN_FREE_GB", "5")  # the user's own figure wins
+    assert disk_needed(Settings(flags={"cache_dir": tmp_path}), "k") == (5 * GB, "5 GB")
