@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import buildx, kernel, remote, resources, ssh, ui
+from . import buildx, kernel, module as modulemod, remote, resources, ssh, ui
 from .errors import InfraError, LkbuildError, UserError
 from .settings import Settings
 
@@ -167,3 +167,45 @@ def check_build_hosts(settings: Settings) -> list[resources.Check]:
         finally:
             r.conn.close()
     return checks
+
+
+def build_module(settings: Settings, request: modulemod.Request, kernel_request: kernel.Request,
+                 where: str) -> modulemod.Result | None:
+    """The module built on the host the decision names, against the kernel built (or found)
+    there, its module and loader images brought back; None when it is to be built here.
+
+    A module build itself is small: the kernel under it is what needs the room. So a build
+    host is used when asked for by name, or with auto when the kernel image is not here and
+    this engine cannot fit its build."""
+    if where == LOCAL:
+        return None
+    p = kernel.plan(settings, kernel_request)
+    if where == AUTO:
+        engine = buildx.engine_for(settings, kernel_request.arch, kernel_request.builders)
+        try:
+            if engine.image_exists(p.refs[0]):
+                return None
+        finally:
+            engine.close()
+    decision = decide(settings, p, where)
+    if not decision.host:
+        return None
+    ui.info(f"{decision.reason}: building {request.module} and its kernel on {decision.host}")
+    job = remote.ModuleJob(request.module, request.version, request.source)
+    out = remote.build(settings, kernel_request, target(settings, decision.host), module=job)
+    engine = buildx.engine_for(settings, kernel_request.arch, kernel_request.builders)
+    try:
+        image = engine.image(out.refs[0]) or {}
+    finally:
+        engine.close()
+    labels = (image.get("Config") or {}).get("Labels") or {}
+    label = modulemod.LABEL
+    half = len(out.refs) // 2  # the module image's refs, then the loader's (remote.build)
+    refs, loaders = out.refs[:half], out.refs[half:]
+    return modulemod.Result(labels.get(f"{label}.name", request.module),
+                            labels.get(f"{label}.version", ""), p.arch.name,
+                            labels.get(f"{label}.kernel.release", ""),
+                            labels.get(f"{label}.vermagic", ""),
+                            labels.get(f"{label}.kernel.image", p.refs[0]), refs, loaders,
+                            labels.get(f"{label}.modules", "").split(),
+                            labels.get(f"{label}.hash", ""), out.skipped, out.seconds, out.log)

@@ -65,6 +65,9 @@ def kernel_planner(s: Settings, source: str, build_image: str, config: str,
                "(inv build --profile) and refuse a kernel whose vermagic is not the target's",
     "json": "print JSON (refs, loader refs, release, vermagic, modules, hash) instead of "
             "references",
+    "where": "auto (a build host builds the module and its kernel when the kernel image is "
+             "not here and this engine cannot fit its build), local, or a build host "
+             "[USER@]HOST[:PORT] (default: setting where; auto when build_hosts is set)",
     **KERNEL_FLAGS_HELP,
 }, iterable=["fragment", "builders"])
 @edge
@@ -73,14 +76,15 @@ def buildmodule(c: Context, kernel: str = "", arch: str = "", module: str = "",
                 matrix: str = "", jobs: int = 0, force: bool = False,
                 builders: list[str] | None = None, kernel_dir: str = "", source: str = "",
                 build_image: str = "", config: str = "", fragment: list[str] | None = None,
-                variant: str = "", debug: bool = False, profile: str = "",
+                variant: str = "", debug: bool = False, profile: str = "", where: str = "",
                 json: bool = False) -> None:
     """Build kernel modules against a kernel; make the module image and its loader image."""
-    from recipes import matrix as matrixmod, module as modulemod
+    from recipes import matrix as matrixmod, module as modulemod, offload
 
     check_jobs(jobs)
     s = settings(kernel_dir=kernel_dir, builders=builders or [])
     check_builders(s, builders or [])
+    place = offload.where_of(s, where)
     target = None
     if profile:
         if matrix:
@@ -108,12 +112,40 @@ def buildmodule(c: Context, kernel: str = "", arch: str = "", module: str = "",
         if failed:
             raise Exit(f"lkbuild: error: {len(failed)} of {len(rows)} matrix rows failed", 5)
         return
-    result = modulemod.build(s, base, plan_for)
+    result = None
+    if place != offload.LOCAL and not profile:
+        result = _offloaded(s, base, place, source, build_image, config, fragment or [], variant,
+                            debug)
+    if result is None:
+        result = modulemod.build(s, base, plan_for)
     if json:
         ui.emit_json(result.as_json())
         return
     for ref in result.refs + result.loader_refs:
         ui.result(ref)
+
+
+def _offloaded(s: Settings, base: Any, place: str, source: str, build_image: str,
+               config: str, fragment: list[str], variant: str, debug: bool) -> Any:
+    """buildmodule on a build host (offload.build_module), for a kernel named by version;
+    None when it is built here."""
+    from recipes import kernel as kernelmod, offload, series as seriesmod
+
+    try:
+        seriesmod.parse_version(base.kernel)
+    except UserError:  # a kernel image by name: nothing to build, so nothing to place
+        if place == offload.AUTO:
+            return None
+        raise UserError(f"--where {place} builds against a kernel version, not the image "
+                        f"{base.kernel}", "give --kernel VERSION with the build's flags, or "
+                        "leave --where out") from None
+    request = kernelmod.Request(version=base.kernel, arch=base.arch or archmod.host(),
+                                debug=debug, variant=variant,
+                                config=Path(config) if config else None,
+                                fragments=tuple(Path(f) for f in fragment),
+                                source=source or None, build_image=build_image, jobs=base.jobs,
+                                force=base.force, builder_image=True)
+    return offload.build_module(s, base, request, place)
 
 
 @task(help={

@@ -190,6 +190,21 @@ def test_where_auto_builds_on_a_host_when_this_engine_cannot_fit_and_the_images_
         for ref in refs:
             assert docker_client.api.inspect_image(ref)["Id"] == remote_id(remote, ref), ref
         assert result["image_id"] == docker_client.api.inspect_image(refs[0])["Id"]
+
+        # buildmodule: the kernel is not here and could not be built here, so hello and its
+        # kernel are the host's work; the module and loader images come here
+        for ref in refs:
+            docker_client.images.remove(ref)
+        mod = lkbuild(fs.path, "buildmodule", "--arch", "amd64", "--module", "hello",
+                      *flags(small_tree), "--json",
+                      env=auto_env(ssh_server, known_hosts, ssh_server.host_spec))
+        assert mod.code == 0, mod.err[-3000:]
+        assert f"building hello and its kernel on {ssh_server.host_spec}" in mod.err
+        built = mod.json()
+        assert built["module"] == "hello" and built["modules"] == ["hello"]
+        assert built["release"] == f"{kver}-linuxkit" and built["vermagic"].startswith(kver)
+        for ref in built["refs"] + built["loader_refs"]:
+            assert docker_client.api.inspect_image(ref)["Id"] == remote_id(remote, ref), ref
     finally:
         fs.stop()
     assert leftover_builds() == [], "a build dir was left behind"
