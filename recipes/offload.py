@@ -107,6 +107,16 @@ def decide(settings: Settings, p: kernel.Plan, where: str) -> Decision:
                      "or use --where local to try here anyway")
 
 
+def labels_here(settings: Settings, request: kernel.Request, ref: str) -> dict[str, str]:
+    """The labels of an image brought back: the result a local build would print is in them."""
+    engine = buildx.engine_for(settings, request.arch, request.builders)
+    try:
+        image = engine.image(ref) or {}
+    finally:
+        engine.close()
+    return dict((image.get("Config") or {}).get("Labels") or {})
+
+
 def build(settings: Settings, request: kernel.Request, where: str) -> kernel.Result:
     """kernel.build here, or on the host the decision names with the images brought back;
     the same Result either way."""
@@ -126,12 +136,7 @@ def build(settings: Settings, request: kernel.Request, where: str) -> kernel.Res
         return kernel.build(settings, request)
     ui.info(f"{decision.reason}: building on {decision.host}")
     out = remote.build(settings, request, target(settings, decision.host))
-    engine = buildx.engine_for(settings, request.arch, request.builders)
-    try:
-        image = engine.image(p.refs[0]) or {}
-    finally:
-        engine.close()
-    labels = (image.get("Config") or {}).get("Labels") or {}
+    labels = labels_here(settings, request, p.refs[0])
     return kernel.Result(out.refs, out.image_id, labels.get(f"{kernel.LABEL}.release", ""),
                          labels.get(f"{kernel.LABEL}.vermagic", ""), p.digest, p.arch.name,
                          request.version, out.seconds, 0, out.skipped, out.log,
@@ -193,12 +198,7 @@ def build_module(settings: Settings, request: modulemod.Request, kernel_request:
     ui.info(f"{decision.reason}: building {request.module} and its kernel on {decision.host}")
     job = remote.ModuleJob(request.module, request.version, request.source)
     out = remote.build(settings, kernel_request, target(settings, decision.host), module=job)
-    engine = buildx.engine_for(settings, kernel_request.arch, kernel_request.builders)
-    try:
-        image = engine.image(out.refs[0]) or {}
-    finally:
-        engine.close()
-    labels = (image.get("Config") or {}).get("Labels") or {}
+    labels = labels_here(settings, kernel_request, out.refs[0])
     label = modulemod.LABEL
     half = len(out.refs) // 2  # the module image's refs, then the loader's (remote.build)
     refs, loaders = out.refs[:half], out.refs[half:]
