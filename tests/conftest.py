@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -36,6 +37,14 @@ HANG_GUARD = {"unit": 60, "ci": 900, "full": 900}
 """Seconds a test may take, setup included, unless it names its own `timeout`: a hang fails
 with the test's name instead of eating the run. Integration tests' guard covers the one cold
 small-kernel build a session fixture may make first; longer tests say their own."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A run started in the background (`inv test &`, nohup, some CI runners) inherits Ctrl-C
+    ignored, and every lkbuild a test starts would too: the tests that press Ctrl-C need the
+    default, so the children get it back (a handler is reset to the default on exec)."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
