@@ -213,10 +213,9 @@ FAILURES: tuple[Failure, ...] = (
               "compiling",
         fix="run the `inv kconfig --version V --arch A --olddefconfig --save` the message names "
             "and review the changes; the shipped configs are regenerated with `inv kconfig "
-            "--version V --arch A --base defconfig --fragment kernel/fragments/desktop-vm.config "
-            "--save`. Symbols no user sets (the compiler's, the ones the kernel computes, the "
-            "ones new in or gone from this point release) are warnings; `--strict-config` makes "
-            "every change this error, as linuxkit does",
+            "--version V --regenerate`. Symbols no user sets (the compiler's, the ones the kernel "
+            "computes, the ones new in or gone from this point release) are warnings; "
+            "`--strict-config` makes every change this error, as linuxkit does",
         source="recipes/kernel.py", says=("is not final (",)),
     Check(
         "fragment-unmet",

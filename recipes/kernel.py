@@ -592,9 +592,16 @@ class KconfigResult:
     saved: Path | None
     finality: kconfig.Finality  # the input config's changes, as a build's check sorts them
 
+    @property
+    def counts(self) -> dict[str, int]:
+        """How big the config is: symbols built in (=y) and built as modules (=m)."""
+        values = kconfig.parse(self.config).values()
+        return {"builtin": sum(v == "y" for v in values), "modules": sum(v == "m" for v in values)}
+
     def as_json(self) -> dict[str, Any]:
         return {"changed": [str(c) for c in self.changed],
-                "saved": str(self.saved) if self.saved else None, **self.finality.as_json()}
+                "saved": str(self.saved) if self.saved else None, **self.counts,
+                **self.finality.as_json()}
 
 
 def kconfig_target(p: Plan, output: Path | None) -> Path:

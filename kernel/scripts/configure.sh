@@ -32,8 +32,9 @@ base)
     -o -name 'Kconfig*' -type f -print | sort | tar -cf - -T - | gzip -c > "$out/kconfig.tgz" &
   symbols=$!
   if [ -n "${KCONFIG_BASE:-}" ]; then
-    # Start from one of the kernel's own configs (defconfig, tinyconfig, ...) instead.
-    make -s O="$kc" $make_args "$KCONFIG_BASE"
+    # Start from one of the kernel's own configs (defconfig, tinyconfig, ...) instead, with
+    # the kernel's own fragments after it (defconfig+virt.config: make defconfig virt.config).
+    make -s O="$kc" $make_args $(echo "$KCONFIG_BASE" | tr '+' ' ')
     cp "$kc/.config" "$cfg/config"
   fi
   cp "$cfg/config" "$out/requested"

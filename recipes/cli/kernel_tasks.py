@@ -116,7 +116,9 @@ BUILD_HELP = {
             "instead of references",
 }
 BUILD_ITERABLE = ["arch", "fragment", "builders", "build_arg"]
-BASE_CONFIG_RE = re.compile(r"[a-z0-9_]*config")
+# A kernel config target (defconfig, tinyconfig), then fragment targets the kernel merges
+# (virt.config from arch/*/configs, kvm_guest.config from kernel/configs): defconfig+virt.config
+BASE_CONFIG_RE = re.compile(r"[a-z0-9_]*config(\+[a-z0-9_-]+\.config)*")
 
 
 def check_jobs(jobs: int) -> int:
@@ -263,13 +265,17 @@ def build(c: Context, version: str = "", arch: list[str] | None = None, kernel_d
     "fragment": "merge this fragment; repeatable, merged in order",
     "variant": BUILD_HELP["variant"], "builders": BUILD_HELP["builders"],
     "base": "start from the kernel's own config target instead of a file "
-            "(defconfig, tinyconfig, allnoconfig, ...)",
+            "(defconfig, tinyconfig, allnoconfig, ...), with the kernel's own fragments "
+            "after a + (defconfig+virt.config)",
     "olddefconfig": "run olddefconfig (always done; kept for the linuxkit workflow)",
     "menuconfig": "run menuconfig interactively in the kconfig image",
     "save": "write the result back (atomically) to the series config, --config or --output",
     "output": "with --save: write to this file instead",
     "strict_config": "judge the input config by linuxkit's rule (any change is non-final)",
-    "json": "print JSON (changed symbols, saved path, final, the changes by group)",
+    "regenerate": "make every arch's series config from the series' configs.yml (base and "
+                  "fragments) and save it; with --output DIR, into DIR/config-<arch>",
+    "json": "print JSON (changed symbols, saved path, built-in and module counts, final, the "
+            "changes by group)",
 }, iterable=["fragment", "builders"])
 @edge
 def kconfig(c: Context, version: str = "", arch: str = "", kernel_dir: str = "",
@@ -277,15 +283,39 @@ def kconfig(c: Context, version: str = "", arch: str = "", kernel_dir: str = "",
             fragment: list[str] | None = None, variant: str = "",
             builders: list[str] | None = None, base: str = "", olddefconfig: bool = False,
             menuconfig: bool = False, save: bool = False, output: str = "",
-            strict_config: bool = False, json: bool = False) -> None:
+            strict_config: bool = False, regenerate: bool = False, json: bool = False) -> None:
     """Config work for a series: olddefconfig, fragments, base configs, menuconfig, --save."""
-    from recipes import kernel
+    from recipes import kernel, shipped
+
+    if regenerate:
+        given = [f"--{n}" for n, v in (("arch", arch), ("config", config), ("base", base),
+                                       ("fragment", fragment), ("menuconfig", menuconfig))
+                 if v]
+        if given:
+            raise UserError(f"--regenerate takes the arches, base and fragments from the "
+                            f"series' configs.yml, not {' '.join(given)}",
+                            "leave them out, or change configs.yml")
+        s = settings(kernel_dir=kernel_dir, builders=builders or [])
+        version = version_of(version, source, s)
+        request = kernel.Request(version=version, arch=archmod.host(), variant=variant,
+                                 source=source or None, build_image=build_image,
+                                 builders=list(builders or []), strict_config=strict_config)
+        results = shipped.regenerate(s, request, Path(output) if output else None)
+        if json:
+            ui.emit_json([r.as_json() for r in results])
+            return
+        for r in results:
+            ui.info(f"{r.saved}: {r.counts['builtin']} built in, {r.counts['modules']} modules, "
+                    f"{len(r.changed)} symbols changed")
+            ui.result(str(r.saved))
+        return
 
     if base and not BASE_CONFIG_RE.fullmatch(base):
         raise UserError(f"unknown base config {base!r}",
                         "use a kernel config target such as defconfig or tinyconfig")
     if output and not save:
-        raise UserError("--output needs --save", "add --save to write the result")
+        raise UserError("--output needs --save (or --regenerate)",
+                        "add --save to write the result")
     if menuconfig and not (os.isatty(0) and os.isatty(1)):
         raise UserError("--menuconfig needs an interactive terminal",
                         "run it from a terminal, or use --fragment/--olddefconfig")
