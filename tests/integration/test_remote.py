@@ -154,6 +154,22 @@ def auto_env(ssh_server: SSHServer, known: Path, hosts: str) -> dict[str, str]:
 
 
 @pytest.mark.ci
+def test_doctor_lists_each_build_host_with_what_it_would_fit(kernel_cache, known_hosts, remote,
+                                                            ssh_server):
+    down = f"root@127.0.0.1:{free_port()}"
+    run = lkbuild(kernel_cache, "doctor", "--json",
+                  env={**auto_env(ssh_server, known_hosts, f"{ssh_server.host_spec},{down}"),
+                       "LKBUILD_MIN_FREE_GB": "1"})
+    rows = {r["name"]: r for r in run.json()}
+    up = rows[f"build-host {ssh_server.host_spec}"]
+    assert up["status"] == "ok" and up["detail"].endswith("fits a build"), up
+    assert up["data"]["cpus"] >= 1 and up["data"]["memory"] > 0 and up["data"]["free"] > 10**9
+    gone = rows[f"build-host {down}"]
+    assert gone["status"] == "fail" and "connection refused" in gone["detail"], gone
+    assert not gone["blocker"]  # a build host that is down does not stop local builds
+
+
+@pytest.mark.ci
 def test_where_auto_builds_on_a_host_when_this_engine_cannot_fit_and_the_images_come_here(
         kver, small_tree, known_hosts, remote, ssh_server, docker_client, remote_kernel,
         tmp_path):
