@@ -23,6 +23,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 ENV_PREFIX = "LKBUILD_"
 CONFIG_NAME = "lkbuild.yaml"
+# Invoke's own config files: lkbuild reads their `lkbuild:` section (below its own files), so
+# a project that configures its tasks there keeps lkbuild's settings beside them.
+INVOKE_NAME = "invoke.yaml"
 
 
 def _xdg(var: str, fallback: str) -> Path:
@@ -183,7 +186,8 @@ def config_files(env: Mapping[str, str] | None = None) -> list[Path]:
     explicit = env.get(ENV_PREFIX + "CONFIG", "")
     if explicit:
         return [Path(explicit).expanduser()]
-    return [ROOT / CONFIG_NAME, user_config_dir() / CONFIG_NAME]
+    return [ROOT / CONFIG_NAME, user_config_dir() / CONFIG_NAME,
+            ROOT / INVOKE_NAME, Path.home() / f".{INVOKE_NAME}"]
 
 
 def read_yaml(path: Path, what: str) -> Any:
@@ -209,6 +213,11 @@ def read_yaml(path: Path, what: str) -> Any:
 def read_config_file(path: Path) -> dict[str, Any]:
     """Parse one config file; bad YAML names the file and line, unknown keys are refused."""
     data = read_yaml(path, "config file")
+    if path.name.lstrip(".") == INVOKE_NAME:
+        data = data.get("lkbuild") if isinstance(data, dict) else None
+        if data is not None and not isinstance(data, dict):
+            raise UserError(f"config file {path}: its lkbuild section must be a mapping of "
+                            "setting: value", "e.g. lkbuild: {build_hosts: [me@server]}")
     if data is None:
         return {}
     if not isinstance(data, dict):

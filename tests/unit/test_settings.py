@@ -99,3 +99,21 @@ def test_json_view_says_where_each_value_came_from():
     data = Settings(env={"LKBUILD_ORG": "me"}, files=[]).as_json()
     assert data["org"] == {"value": "me", "source": "env LKBUILD_ORG"}
     assert isinstance(data["kernel_dir"]["value"], str)
+
+
+def test_invoke_yaml_s_lkbuild_section_is_read_below_lkbuild_s_own_files(tmp_path):
+    inv = tmp_path / "invoke.yaml"
+    inv.write_text("run: {echo: true}\nlkbuild:\n  build_hosts: [me@big, me@other:2222]\n"
+                   "  org: frominvoke\n")
+    own = tmp_path / "lkbuild.yaml"
+    own.write_text("org: fromlkbuild\n")
+    s = Settings(env={}, files=[own, inv])
+    assert s.build_hosts == ["me@big", "me@other:2222"]
+    assert s.org == "fromlkbuild" and s.source("build_hosts") == f"file {inv}"
+    no_section = tmp_path / ".invoke.yaml"
+    no_section.write_text("run: {echo: true}\n")
+    assert Settings(env={}, files=[no_section]).build_hosts == []
+    inv.write_text("lkbuild:\n  bulid_hosts: [me@big]\n")
+    with pytest.raises(UserError) as err:
+        Settings(env={}, files=[inv])
+    assert "unknown setting 'bulid_hosts'" in err.value.line()
