@@ -122,7 +122,9 @@ def build(settings: Settings, request: kernel.Request, where: str) -> kernel.Res
     the same Result either way."""
     if where == LOCAL:
         return kernel.build(settings, request)
-    p = kernel.plan(settings, request)
+    # Planned as remote-build plans: a source from the mirror or a URL is located, not
+    # downloaded here, since the build may well go where there is room for it.
+    p, _ = remote.located_plan(settings, request, ship_sources=False)
     engine = buildx.engine_for(settings, request.arch, request.builders)
     try:
         wanted = p.refs + (p.builder_refs if request.builder_image else [])
@@ -184,7 +186,7 @@ def build_module(settings: Settings, request: modulemod.Request, kernel_request:
     this engine cannot fit its build."""
     if where == LOCAL:
         return None
-    p = kernel.plan(settings, kernel_request)
+    p, _ = remote.located_plan(settings, kernel_request, ship_sources=False)
     if where == AUTO:
         engine = buildx.engine_for(settings, kernel_request.arch, kernel_request.builders)
         try:
