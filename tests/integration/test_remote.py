@@ -178,9 +178,16 @@ def test_where_auto_builds_on_a_host_when_this_engine_cannot_fit_and_the_images_
     the images here with the line that says why, and the same result a local build gives.
     With the only host down, one line names what each place lacked and nothing is made."""
     refs = remote_kernel["refs"]
+    # Untagged here for the test, tagged back after it: later tests expect the remote
+    # kernel (and its -builder) here, and the host without the hello built here.
+    kept = {ref: docker_client.api.inspect_image(ref)["Id"] for ref in refs}
+    keepers = [f"lkbuild-keep-{SESSION}/kept:{n}" for n in range(len(refs))]
+    # a keeper tag each: with its last tag gone, an image would be deleted too
+    for keeper, image_id in zip(keepers, kept.values(), strict=True):
+        docker_client.api.tag(image_id, *keeper.rsplit(":", 1))
     for ref in refs:
-        with contextlib.suppress(docker.errors.ImageNotFound):
-            docker_client.images.remove(ref)
+        docker_client.images.remove(ref)
+    made_there: list[str] = []
     fs = Tmpfs(tmp_path / "cache", 64)
     fs.start()
     try:
@@ -217,12 +224,19 @@ def test_where_auto_builds_on_a_host_when_this_engine_cannot_fit_and_the_images_
         assert mod.code == 0, mod.err[-3000:]
         assert f"building hello and its kernel on {ssh_server.host_spec}" in mod.err
         built = mod.json()
+        made_there = built["refs"] + built["loader_refs"]
         assert built["module"] == "hello" and built["modules"] == ["hello"]
         assert built["release"] == f"{kver}-linuxkit" and built["vermagic"].startswith(kver)
         for ref in built["refs"] + built["loader_refs"]:
             assert docker_client.api.inspect_image(ref)["Id"] == remote_id(remote, ref), ref
     finally:
         fs.stop()
+        for ref, image_id in kept.items():
+            docker_client.api.tag(image_id, *ref.rsplit(":", 1))
+        for keeper in keepers:
+            docker_client.images.remove(keeper)
+        for ref in made_there:
+            remote.docker("image", "rm", ref)
     assert leftover_builds() == [], "a build dir was left behind"
 
 

@@ -497,8 +497,9 @@ def test_a_registry_killed_mid_push_moves_no_tag_and_the_rerun_sends_only_the_re
     builder_id = docker_client.api.inspect_image(builder_ref)["Id"]
     for ref, image_id in ((kernel_ref, base["image_id"]), (moving, base["image_id"])):
         docker_client.api.tag(image_id, f"{name}/kernel", ref.rsplit(":", 1)[1])
+    # --from-org: this org's images alone (push would take a -builder from another org)
     args = ["push", "--registry", registry.host, "--version", kver, "--arch", "amd64",
-            "--json"]
+            "--from-org", name, "--json"]
     first = run_now(kernel_cache, tmp, name, *args)  # the kernel alone, pushed before
     assert first.code == 0, first.err[-2000:]
     repo = f"{name}/kernel"
@@ -776,5 +777,5 @@ def test_an_engine_stopped_mid_compile_is_one_error_and_once_it_is_back_the_reru
     assert "lkbuild: unpacking" not in log, "the engine's source tree was unpacked again"
     repaired(log)
     assert len(compiled(log)) < 0.15 * objects_in(log), (len(compiled(log)), objects_in(log))
-    assert result["release"] == f"{kver}-engine"
+    assert result["release"] == f"{kver}{local_version('engine')}"
     assert remote_ids(remote_engine, [moving])[moving] == result["image_id"]
