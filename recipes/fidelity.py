@@ -259,9 +259,8 @@ def config_risks(profile: Profile, final: Mapping[str, str],
                  facts: kconfig_tree.Facts | None = None) -> list[kconfig.Change]:
     """Symbols olddefconfig moved away from the target's config (toolchain ones aside:
     the compiler check covers them)."""
-    wanted = kconfig.parse(profile.config or "")
-    toolchain = set(kconfig.classify(wanted, final, facts).toolchain)
-    return [c for c in kconfig.changes(wanted, dict(final)) if c not in toolchain]
+    found = kconfig.classify(kconfig.parse(profile.config or ""), final, facts)
+    return sorted(found.nonfinal + found.computed + found.version, key=lambda c: c.symbol)
 
 
 def check_config(profile: Profile, out: Path, allow_mismatch: bool) -> None:

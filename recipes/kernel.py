@@ -252,6 +252,13 @@ def choose_jobs(engine: Engine, requested: int,
                               model)
 
 
+def job_request(settings: Settings, p: Plan) -> tuple[int, resources.JobModel]:
+    """The make jobs asked for (0: sized from the engine) and the memory model to size them
+    with: what an earlier build of this kernel and config measured, else the default."""
+    requested = p.request.jobs or settings.jobs or series_jobs(p)
+    return requested, resources.model_for(settings.cache_dir, jobs_key(p))
+
+
 def jobs_key(p: Plan) -> str:
     """What a measured job size belongs to: the kernel, arch, flavour and config, not the
     cache scope (another user's or a fresh scope's build of it takes as much memory)."""
@@ -275,8 +282,7 @@ def check_disk(settings: Settings, engine: Engine, image: str = "", key: str = "
     """Refuse before starting when the cache, the engine's disk (measured in a container of
     `image` when it is not this machine's) or, for Docker Desktop, the Mac disk its disk image
     grows into cannot hold a build (`key`: the build whose measured disk to expect)."""
-    need, how = resources.disk_needed(settings, key) if key else \
-        (settings.min_free_gb * GB, f"{settings.min_free_gb} GB")
+    need, how = resources.disk_needed(settings, key)
     places = [("the cache dir", str(settings.cache_dir),
                resources.free_bytes(settings.cache_dir))]
     engine_free = engine.data_root_free(image)
@@ -561,8 +567,7 @@ def build(settings: Settings, request: Request) -> Result:
         return Result(wanted, existing["Id"], labels.get(f"{LABEL}.release", ""),
                       labels.get(f"{LABEL}.vermagic", ""), p.digest, p.arch.name,
                       request.version, time.monotonic() - started, 0, True)
-    requested = request.jobs or settings.jobs or series_jobs(p)
-    model = resources.model_for(settings.cache_dir, jobs_key(p))
+    requested, model = job_request(settings, p)
     jobs = choose_jobs(engine, requested, model)
     ensure_build_image(engine, p.build_image)
     check_disk(settings, engine, p.build_image, jobs_key(p))

@@ -43,8 +43,7 @@ def local_misfit(settings: Settings, p: kernel.Plan) -> str:
     request = p.request
     engine = buildx.engine_for(settings, request.arch, request.builders)
     try:
-        requested = request.jobs or settings.jobs or kernel.series_jobs(p)
-        model = resources.model_for(settings.cache_dir, kernel.jobs_key(p))
+        requested, model = kernel.job_request(settings, p)
         kernel.choose_jobs(engine, requested, model)
         one = resources.memory_needed(1, model)
         if engine.memory and one > engine.memory:
@@ -65,8 +64,7 @@ def host_misfit(settings: Settings, p: kernel.Plan, spec: str) -> str:
     except LkbuildError as exc:
         return exc.message
     try:
-        requested = p.request.jobs or settings.jobs or kernel.series_jobs(p)
-        model = resources.model_for(settings.cache_dir, kernel.jobs_key(p))
+        requested, model = kernel.job_request(settings, p)
         remote.check_room(settings, r, kernel.jobs_key(p))
         remote.choose_jobs(r, requested, model)
         one = resources.memory_needed(1, model)

@@ -123,7 +123,7 @@ def engine_arch(settings: Settings) -> Arch:
         found = str(connect(settings).info().get("Architecture") or "")
     except LkbuildError:
         return host()
-    return from_uname(found) or resolve(found) if found else host()
+    return (from_uname(found) or resolve(found)) if found else host()
 
 
 def plan(settings: Settings) -> tuple[str, list[Step]]:

@@ -303,8 +303,7 @@ class HostRunner:
 def check_room(settings: Settings, r: Host, key: str = "") -> None:
     """Refuse a host without the disk for the build (`key`: the build whose measured disk to
     expect)."""
-    need, how = resources.disk_needed(settings, key) if key else \
-        (settings.min_free_gb * GB, f"{settings.min_free_gb} GB")
+    need, how = resources.disk_needed(settings, key)
     for what, free in (("docker's data root", r.facts.docker_free),
                        ("the work dir", r.facts.work_free)):
         if free is not None and free < need:
@@ -524,9 +523,7 @@ def build(settings: Settings, request: kernel.Request, target: Target, *, fetch:
 
 def _run_build(settings: Settings, p: kernel.Plan, r: Host, show: Callable[[str], None],
                located: sources.Located | None) -> tuple[int, str]:
-    request = p.request
-    requested = request.jobs or settings.jobs or kernel.series_jobs(p)
-    model = resources.model_for(settings.cache_dir, kernel.jobs_key(p))
+    requested, model = kernel.job_request(settings, p)
     jobs = choose_jobs(r, requested, model)
     check_room(settings, r, kernel.jobs_key(p))
     ensure_build_image(settings, r, p.build_image)

@@ -128,8 +128,9 @@ IMAGES_BYTES = 2 * GB  # the kernel, -builder and BuildKit's snapshots of them
 
 def disk_needed(settings: Settings, key: str) -> tuple[int, str]:
     """Bytes a build needs free, and where the figure comes from: min_free_gb when the user
-    set it, else what this build measured before (with a margin), else the default."""
-    measured = measured_disk(settings.cache_dir, key)
+    set it, else what this build measured before (with a margin), else the default (also
+    for key "": no build in particular)."""
+    measured = measured_disk(settings.cache_dir, key) if key else 0
     if settings.source("min_free_gb") != "default" or not measured:
         return settings.min_free_gb * GB, f"{settings.min_free_gb} GB"
     need = int(measured * DISK_MARGIN) + IMAGES_BYTES

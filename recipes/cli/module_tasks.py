@@ -28,6 +28,17 @@ KERNEL_FLAGS_HELP = {
 """Flags that pick lkbuild's kernel image when --kernel is a version: the build's own flags."""
 
 
+def kernel_request(version: str, a: archmod.Arch, source: str, build_image: str, config: str,
+                   fragment: list[str], variant: str, debug: bool, **more: Any) -> Any:
+    """The kernel build request those build flags name (`more`: the rest of its fields)."""
+    from recipes import kernel as kernelmod
+
+    return kernelmod.Request(version=version, arch=a, debug=debug, variant=variant,
+                             config=Path(config) if config else None,
+                             fragments=tuple(Path(f) for f in fragment),
+                             source=source or None, build_image=build_image, **more)
+
+
 def kernel_planner(s: Settings, source: str, build_image: str, config: str,
                    fragment: list[str], variant: str, debug: bool, profile: Any = None
                    ) -> Callable[..., Any]:
@@ -35,12 +46,8 @@ def kernel_planner(s: Settings, source: str, build_image: str, config: str,
     from recipes import kernel as kernelmod
 
     def plan_for(version: str, a: archmod.Arch) -> kernelmod.Plan:
-        request = kernelmod.Request(version=version, arch=a, debug=debug, variant=variant,
-                                    config=Path(config) if config else None,
-                                    fragments=tuple(Path(f) for f in fragment),
-                                    source=source or None, build_image=build_image,
-                                    profile=profile)
-        return kernelmod.plan(s, request)
+        return kernelmod.plan(s, kernel_request(version, a, source, build_image, config,
+                                                fragment, variant, debug, profile=profile))
 
     return plan_for
 
@@ -129,7 +136,7 @@ def _offloaded(s: Settings, base: Any, place: str, source: str, build_image: str
                config: str, fragment: list[str], variant: str, debug: bool) -> Any:
     """buildmodule on a build host (offload.build_module), for a kernel named by version;
     None when it is built here."""
-    from recipes import kernel as kernelmod, offload, series as seriesmod
+    from recipes import offload, series as seriesmod
 
     try:
         seriesmod.parse_version(base.kernel)
@@ -139,12 +146,9 @@ def _offloaded(s: Settings, base: Any, place: str, source: str, build_image: str
         raise UserError(f"--where {place} builds against a kernel version, not the image "
                         f"{base.kernel}", "give --kernel VERSION with the build's flags, or "
                         "leave --where out") from None
-    request = kernelmod.Request(version=base.kernel, arch=base.arch or archmod.host(),
-                                debug=debug, variant=variant,
-                                config=Path(config) if config else None,
-                                fragments=tuple(Path(f) for f in fragment),
-                                source=source or None, build_image=build_image, jobs=base.jobs,
-                                force=base.force, builder_image=True)
+    request = kernel_request(base.kernel, base.arch or archmod.host(), source, build_image,
+                             config, fragment, variant, debug, jobs=base.jobs, force=base.force,
+                             builder_image=True)
     return offload.build_module(s, base, request, place)
 
 
