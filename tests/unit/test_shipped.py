@@ -1,7 +1,11 @@
-"""The shipped configs' recipe (configs.yml) and the base targets kconfig takes."""
+"""The shipped configs' recipe (configs.yml), the base targets kconfig takes, and the shape of
+the committed series configs."""
+import math
+import re
+
 import pytest
 
-from recipes import shipped
+from recipes import kconfig, shipped
 from recipes.cli.kernel_tasks import BASE_CONFIG_RE
 from recipes.errors import UserError
 from recipes.settings import ROOT, Settings
@@ -46,3 +50,42 @@ def test_a_series_without_a_recipe_says_where_it_goes(tree):
                                      ("defconfig+../x.config", False), ("defconfig+", False)])
 def test_a_base_is_a_config_target_then_the_kernel_s_own_fragments(base, ok):
     assert bool(BASE_CONFIG_RE.fullmatch(base)) == ok
+
+
+# linuxkit's 6.12 kernels (the ones Docker Desktop ships), counted in linuxkit's
+# kernel/6.12.x/config-aarch64 and kernel/6.12.x/config-x86_64: symbols built in
+# (=y) and built as modules (=m). The shipped configs are sized like them, within a quarter.
+LINUXKIT_COUNTS = {"config-aarch64": {"builtin": 2020, "modules": 206},
+                   "config-x86_64": {"builtin": 2063, "modules": 181}}
+SIZE_TOLERANCE = 0.25
+SERIES = ROOT / "kernel" / "6.12.x"
+
+
+@pytest.mark.parametrize("name", sorted(LINUXKIT_COUNTS))
+@pytest.mark.parametrize("kind", ["builtin", "modules"])
+def test_a_shipped_config_is_sized_like_linuxkit_s(name, kind):
+    values = kconfig.parse((SERIES / name).read_text()).values()
+    count = sum(v == {"builtin": "y", "modules": "m"}[kind] for v in values)
+    theirs = LINUXKIT_COUNTS[name][kind]
+    low = math.ceil(theirs * (1 - SIZE_TOLERANCE))
+    high = math.floor(theirs * (1 + SIZE_TOLERANCE))
+    assert low <= count <= high, (
+        f"{name} has {count} {kind} against linuxkit's {theirs}: outside [{low}, {high}] "
+        f"(change kernel/fragments, then inv kconfig --regenerate)")
+
+
+# What arch/arm64/configs/virt.config keeps of arm64's SoC platforms: none (it turns each one
+# off; a VM's devices are virtio, PCI and the generic ARM ones). A platform newer than its list
+# shows up in the config's "Platform selection" menu and must be turned off in arm64-vm.config.
+VIRT_PLATFORMS: set[str] = set()
+
+
+def test_the_arm64_config_builds_in_no_soc_platform():
+    text = (SERIES / "config-aarch64").read_text()
+    menu = re.search(r"^# Platform selection$(.*?)^# end of Platform selection$", text,
+                     re.M | re.S)
+    assert menu, "config-aarch64 has no Platform selection menu"
+    assert re.search(r"^# CONFIG_ARCH_\w+ is not set$", menu[1], re.M), menu[1]  # the real menu
+    platforms = set(re.findall(r"^CONFIG_(ARCH_\w+)=y$", menu[1], re.M))
+    assert platforms - VIRT_PLATFORMS == set(), \
+        f"config-aarch64 builds in SoC platforms: {sorted(platforms - VIRT_PLATFORMS)}"
