@@ -75,11 +75,18 @@ def main() -> None:
         # loopback (docker's own save and load bound it) and over a shaped link (a build host
         # across a network), each against a raw cat of the same bytes on the same path.
         ref = next(r for r in remote_out["refs"] if "-builder-" in r)
+        # A rebuild that changed one layer: the -builder image with one small layer on top,
+        # made on the build host's engine, under the same repository.
+        changed = f"{ref.rsplit(':', 1)[0]}:one-layer-{RUN}"
+        subprocess.run(["docker", "build", "-q", "-t", changed, "-"], check=True,
+                       input=f"FROM {ref}\nRUN echo {RUN} > /lkbuild-bench-layer\n".encode(),
+                       stdout=subprocess.DEVNULL,
+                       env={**os.environ, "DOCKER_HOST": engine.host, "DOCKER_BUILDKIT": "0"})
         saved = work / "image.tar"
         subprocess.run(["docker", "save", "-o", str(saved), ref], check=True,
                        env={**os.environ, "DOCKER_HOST": engine.host})
         size = saved.stat().st_size
-        paths = {"loopback": measure(server, known, ref, saved)}
+        paths = {"loopback": measure(server, known, ref, saved, changed)}
         rates = [int(r) for r in args.link_mbit.split(",") if r.strip()]
         for rate in rates:
             link = Link(f"lkbench-{RUN}", rate)
@@ -91,7 +98,7 @@ def main() -> None:
                 try:
                     far_known = work / f"known_hosts_link_{rate}"
                     far_known.write_text(far.known_hosts_line())
-                    paths[f"{rate} Mbit/s link"] = measure(far, far_known, ref, saved)
+                    paths[f"{rate} Mbit/s link"] = measure(far, far_known, ref, saved, changed)
                 finally:
                     far.stop()
             finally:
@@ -110,7 +117,14 @@ def main() -> None:
                        "channel_cat_s": round(t["channel"], 2),
                        "transfer_vs_openssh_cat": round(t["openssh"] / t["fetch"], 3),
                        "every_layer_vs_openssh_cat": round(t["openssh"] / t["fetch_all"], 3),
-                       "transfer_vs_channel_cat": round(t["channel"] / t["fetch"], 3)}
+                       "transfer_vs_channel_cat": round(t["channel"] / t["fetch"], 3),
+                       "hand_pipeline_s": round(t["hand"], 2),
+                       "docker_save_only_s": round(t["save_only"], 2),
+                       "cold_vs_hand": round(t["fetch_all"] / t["hand"], 3),
+                       "one_layer_s": round(t["one_layer"], 2),
+                       "one_layer_mb_sent": round(t["one_layer_bytes"] / 1e6, 1),
+                       "one_layer_hand_s": round(t["one_layer_hand"], 2),
+                       "one_layer_vs_hand": round(t["one_layer"] / t["one_layer_hand"], 3)}
                 for name, t in paths.items()},
             "remote_build_s": round(remote_s, 1),
             "local_build_on_that_engine_s": round(local_s, 1),
@@ -125,6 +139,12 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     path = write("remote", results, args.out)
     for name, t in results["transfer"].items():
+        print(f"cold image transfer / ssh docker save | docker load, {name}: "
+              f"{t['cold_vs_hand']} ({t['every_layer_s']} s against {t['hand_pipeline_s']} s; "
+              f"goal <= 1.0); docker save alone on the host: {t['docker_save_only_s']} s")
+        print(f"one changed layer / ssh docker save | docker load, {name}: "
+              f"{t['one_layer_vs_hand']} ({t['one_layer_s']} s, {t['one_layer_mb_sent']} MB "
+              f"sent, against {t['one_layer_hand_s']} s; goal <= 0.3)")
         print(f"image transfer / raw ssh cat (OpenSSH), {name}: "
               f"{t['transfer_vs_openssh_cat']} ({t['transfer_mb_sent']} MB sent, "
               f"{t['transfer_s']} s; goal >= 0.8); with every layer: "
@@ -134,11 +154,25 @@ def main() -> None:
     print(f"written to {path}")
 
 
-def measure(server: SSHServer, known: Path, ref: str, saved: Path) -> dict[str, float]:
+def hand_pipeline(ssh_cmd: list[str], ref: str) -> None:
+    """`ssh HOST docker save REF | docker load`, as a user would run it."""
+    save = subprocess.Popen([*ssh_cmd, f"docker save {ref}"], stdout=subprocess.PIPE)
+    load = subprocess.run(["docker", "load", "-q"], stdin=save.stdout,
+                          stdout=subprocess.DEVNULL, check=False)
+    if save.stdout is not None:
+        save.stdout.close()
+    if save.wait() != 0 or load.returncode != 0:
+        raise SystemExit(f"ssh docker save {ref} | docker load failed")
+
+
+def measure(server: SSHServer, known: Path, ref: str, saved: Path, changed: str
+            ) -> dict[str, float]:
     """Seconds (and bytes over the link) for lkbuild's transfer of `ref` into the local
     engine, removed first: as a remote build does it (the layers of the build image, which
-    this engine has, are not sent) and with every layer; then a raw cat of the whole saved
-    image through OpenSSH and through the same Paramiko channel."""
+    this engine has, are not sent) and with every layer (cold); what a user types instead
+    (ssh docker save | docker load) and the host's docker save alone; then `changed`, one
+    layer on top of `ref` (a rebuild), both ways; and a raw cat of the whole saved image
+    through OpenSSH and through the same Paramiko channel."""
     local = enginemod.connect()
     remote = ssh.connect(server.host_spec, identity=str(server.identity), known_hosts=str(known))
     real, seen = remote.recv_stream, [0]
@@ -161,12 +195,35 @@ def measure(server: SSHServer, known: Path, ref: str, saved: Path) -> dict[str, 
             ssh.fetch_image(remote, ref, local, scratch, [BUILD_IMAGE])
             out[name] = time.monotonic() - started
             out[f"{name}_bytes"] = seen[0]
+        ssh_cmd = ["ssh", "-i", str(server.identity), "-p", str(server.port), "-o",
+                   f"UserKnownHostsFile={known}", "-o", "StrictHostKeyChecking=yes",
+                   f"root@{server.address}"]
+        # What a user types instead: the whole image through OpenSSH into docker load.
+        found = local.image(ref)
+        if found is not None:
+            local.client.api.remove_image(found["Id"], force=True)
         started = time.monotonic()
-        subprocess.run(["ssh", "-i", str(server.identity), "-p", str(server.port), "-o",
-                        f"UserKnownHostsFile={known}", "-o", "StrictHostKeyChecking=yes",
-                        f"root@{server.address}", f"cat {saved}"], stdout=subprocess.DEVNULL,
-                       check=True)
+        hand_pipeline(ssh_cmd, ref)
+        out["hand"] = time.monotonic() - started
+        # The engine's export alone, on the host: the floor under both.
+        started = time.monotonic()
+        subprocess.run([*ssh_cmd, f"docker save {ref} > /dev/null"], check=True)
+        out["save_only"] = time.monotonic() - started
+        started = time.monotonic()
+        subprocess.run([*ssh_cmd, f"cat {saved}"], stdout=subprocess.DEVNULL, check=True)
         out["openssh"] = time.monotonic() - started
+        # The rebuild: `ref` is here (the hand pipeline just loaded it); one layer is new.
+        for name, scratch in (("one_layer", "/root/.cache/lkbuild/transfer"),):
+            seen[0] = 0
+            started = time.monotonic()
+            ssh.fetch_image(remote, changed, local, scratch, [BUILD_IMAGE])
+            out[name] = time.monotonic() - started
+            out[f"{name}_bytes"] = seen[0]
+        local.client.api.remove_image(changed, force=True)
+        started = time.monotonic()
+        hand_pipeline(ssh_cmd, changed)
+        out["one_layer_hand"] = time.monotonic() - started
+        local.client.api.remove_image(changed, force=True)
         started = time.monotonic()
         real(f"cat {saved}", lambda data: None)
         out["channel"] = time.monotonic() - started

@@ -225,6 +225,7 @@ class Detected:
     capture: Capture
     profile: Profile
     engine: dict[str, Any] = field(default_factory=dict)
+    modules: dict[str, str] = field(default_factory=dict)  # in-tree recipe -> how it has it
 
     def rows(self) -> list[tuple[str, str]]:
         c, p = self.capture, self.profile
@@ -237,6 +238,9 @@ class Detected:
                     c.sig_enforce, c.sig_enforce or "unknown")),
                 ("lockdown", c.lockdown or "unknown"),
                 ("kernel image", c.kernel_image or "unknown")]
+        if self.modules:
+            rows.append(("in-tree modules", ", ".join(f"{name}: {state}" for name, state
+                                                      in self.modules.items())))
         rows += [(k if k == "engine" else f"engine {k}", str(v)) for k, v in self.engine.items()]
         return rows
 
@@ -246,12 +250,25 @@ class Detected:
                     "has_config": self.capture.config is not None,
                     "modules_disabled": self.capture.modules_disabled,
                     "expected_vermagic": self.profile.expected_vermagic(),
-                    "engine": self.engine, "notes": self.capture.notes})
+                    "engine": self.engine, "notes": self.capture.notes,
+                    "modules": self.modules})
         return doc
 
 
 def detect(settings: Any, *, from_dir: str = "", image: str = "", privileged: bool = False
            ) -> Detected:
+    """The target, and which in-tree recipes' modules its config has."""
+    found = _detect(settings, from_dir=from_dir, image=image, privileged=privileged)
+    if found.profile.config:
+        from .kconfig import parse
+        from .modrecipe import in_tree_status
+
+        found.modules = in_tree_status(Path(settings.module_dir), parse(found.profile.config))
+    return found
+
+
+def _detect(settings: Any, *, from_dir: str = "", image: str = "", privileged: bool = False
+            ) -> Detected:
     """The target: from a capture dir, else through the current engine."""
     if from_dir:
         where = Path(from_dir).expanduser()

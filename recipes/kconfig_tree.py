@@ -36,6 +36,16 @@ class Facts:
     prompted: frozenset[str]
     toolchain: frozenset[str]
     refs: Mapping[str, frozenset[str]]
+    types: Mapping[str, str] = field(default_factory=dict)
+    depends: Mapping[str, tuple[tuple[str, ...], ...]] = field(default_factory=dict)
+    """Per definition of a symbol, the expressions it depends on (its own `depends on` and
+    its enclosing `if` and menu blocks'): an in-tree module's options are scoped by them."""
+    selectors: Mapping[str, frozenset[str]] = field(default_factory=dict)
+
+    def scope(self, symbol: str) -> frozenset[str]:
+        """Every symbol any definition of `symbol` depends on."""
+        return frozenset(s for definition in self.depends.get(symbol, ())
+                         for expr in definition for s in symbols_in(expr))
 
 
 @dataclass
@@ -43,6 +53,7 @@ class _Frame:
     kind: str  # if, menu, choice, comment
     refs: set[str] = field(default_factory=set)
     members: list[str] = field(default_factory=list)
+    exprs: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -53,6 +64,9 @@ class _State:
     prompted: set[str] = field(default_factory=set)
     toolchain: set[str] = field(default_factory=set)
     refs: dict[str, set[str]] = field(default_factory=dict)
+    types: dict[str, str] = field(default_factory=dict)
+    depends: dict[str, list[list[str]]] = field(default_factory=dict)
+    selectors: dict[str, set[str]] = field(default_factory=dict)
     frames: list[_Frame] = field(default_factory=list)
     entry: str | _Frame | None = None
     reading: set[str] = field(default_factory=set)
@@ -182,6 +196,8 @@ def _line(state: _State, line: str, here: str) -> None:
         if symbol:
             state.defined.add(symbol)
             state.refs.setdefault(symbol, set()).update(_enclosing(state))
+            state.depends.setdefault(symbol, []).append(
+                [e for frame in state.frames for e in frame.exprs])
             if state.frames and state.frames[-1].kind == "choice":
                 state.frames[-1].members.append(symbol)
         return
@@ -190,7 +206,8 @@ def _line(state: _State, line: str, here: str) -> None:
         _source(state, keyword, rest, here)
         return
     if keyword in ("if", "menu", "choice", "comment"):
-        frame = _Frame(keyword, symbols_in(rest) if keyword == "if" else set())
+        frame = _Frame(keyword, symbols_in(rest) if keyword == "if" else set(),
+                       exprs=[_without_text(rest).strip()] if keyword == "if" else [])
         if keyword == "comment":  # its `depends on` is its own; nothing nests in it
             state.entry = frame
             return
@@ -217,10 +234,18 @@ def _attribute(state: _State, keyword: str, rest: str) -> None:
         return
     if keyword in ("depends", "visible"):  # depends on, visible if: every word is a symbol
         refs = symbols_in(rest)
+        if keyword == "depends":
+            expr = _without_text(rest).strip().removeprefix("on").strip()
+            if isinstance(entry, _Frame):
+                entry.exprs.append(expr)
+            else:
+                state.depends[entry][-1].append(expr)
     elif keyword in ("select", "imply"):
         if isinstance(entry, str) and rest:
             target = f"CONFIG_{rest.split()[0]}"
             state.refs.setdefault(target, set()).update({entry} | symbols_in(_condition(rest)))
+            if keyword == "select":
+                state.selectors.setdefault(target, set()).add(entry)
         return
     elif keyword in TYPES or keyword == "prompt":
         refs = symbols_in(_condition(rest))
@@ -228,11 +253,15 @@ def _attribute(state: _State, keyword: str, rest: str) -> None:
             state.prompted.add(entry)
     elif keyword in ("default", "def_bool", "def_tristate", "range"):
         refs = symbols_in(rest)
+        if keyword.startswith("def_") and isinstance(entry, str):
+            state.types.setdefault(entry, keyword.removeprefix("def_"))
     else:  # help, modules, option, optional, transitional, ...
         return
     if isinstance(entry, _Frame):
         entry.refs |= refs
         return
+    if keyword in TYPES:
+        state.types.setdefault(entry, keyword)
     state.refs.setdefault(entry, set()).update(refs)
     if any(m not in TREE_MACROS for m in MACRO_RE.findall(rest)):
         state.toolchain.add(entry)
@@ -247,7 +276,10 @@ def parse(files: Mapping[str, str], srcarch: str) -> Facts:
         _read_file(state, "Kconfig")
     return Facts(frozenset(state.defined), frozenset(state.prompted),
                  frozenset(state.toolchain),
-                 {s: frozenset(r - {s}) for s, r in state.refs.items()})
+                 {s: frozenset(r - {s}) for s, r in state.refs.items()},
+                 dict(state.types),
+                 {s: tuple(tuple(d) for d in defs) for s, defs in state.depends.items()},
+                 {s: frozenset(v) for s, v in state.selectors.items()})
 
 
 def srcarch_of(kernel_arch: str) -> str:
@@ -255,10 +287,8 @@ def srcarch_of(kernel_arch: str) -> str:
     return "x86" if kernel_arch in ("x86_64", "i386", "x86") else kernel_arch
 
 
-def read(path: Path, kernel_arch: str) -> Facts | None:
-    """The facts of the config step's kconfig.tgz (None when the step wrote none)."""
-    if not path.is_file():
-        return None
+def tree_files(path: Path) -> dict[str, str]:
+    """The text files of a packed tree (path -> text), e.g. the config step's kconfig.tgz."""
     files: dict[str, str] = {}
     with tarfile.open(path) as tar:
         for member in tar:
@@ -266,4 +296,11 @@ def read(path: Path, kernel_arch: str) -> Facts | None:
             if handle is not None:
                 name = str(PurePosixPath(member.name.removeprefix("./")))
                 files[name] = handle.read().decode(errors="replace")
-    return parse(files, srcarch_of(kernel_arch))
+    return files
+
+
+def read(path: Path, kernel_arch: str) -> Facts | None:
+    """The facts of the config step's kconfig.tgz (None when the step wrote none)."""
+    if not path.is_file():
+        return None
+    return parse(tree_files(path), srcarch_of(kernel_arch))

@@ -596,6 +596,7 @@ class KconfigResult:
     changed: list[kconfig.Change]
     saved: Path | None
     finality: kconfig.Finality  # the input config's changes, as a build's check sorts them
+    in_tree: dict[str, str] = field(default_factory=dict)  # recipe -> built-in/module/missing
 
     @property
     def counts(self) -> dict[str, int]:
@@ -606,7 +607,7 @@ class KconfigResult:
     def as_json(self) -> dict[str, Any]:
         return {"changed": [str(c) for c in self.changed],
                 "saved": str(self.saved) if self.saved else None, **self.counts,
-                **self.finality.as_json()}
+                "in_tree_modules": self.in_tree, **self.finality.as_json()}
 
 
 def kconfig_target(p: Plan, output: Path | None) -> Path:
@@ -652,7 +653,10 @@ def kconfig_run(settings: Settings, request: Request, *, base: str = "", save: b
         saved = kconfig_target(p, output)
         saved.parent.mkdir(parents=True, exist_ok=True)
         atomic.write_text(saved, text, mode=0o644)
-    return KconfigResult(text, changed, saved, finality)
+    from .modrecipe import in_tree_status
+
+    return KconfigResult(text, changed, saved, finality,
+                         in_tree_status(Path(settings.module_dir), kconfig.parse(text)))
 
 
 def _menuconfig(s: Session, p: Plan, tmp: Path) -> str:

@@ -12,7 +12,7 @@ import hashlib
 import os
 import re
 import stat
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -24,6 +24,8 @@ from .errors import UserError
 from .settings import ROOT, Settings, read_yaml
 
 RECIPE_FILE = "recipe.yml"
+IN_TREE_VERSION = "in-tree"  # an in-tree module's version is its kernel's release
+IN_TREE_REQUIRE = ("CONFIG_MODULES",)
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 MODULE_VERSION_RE = re.compile(r'MODULE_VERSION\(\s*"([A-Za-z0-9_.+~-]{1,64})"\s*\)')
 TARGET_RE = re.compile(r"^[A-Za-z0-9_.$()/%-][^=:#\t]*:(?!:?:?=)", re.M)
@@ -93,6 +95,23 @@ def validate(data: Any, fields: Mapping[str, Any] | None = None, where: str = ""
     return errors
 
 
+IN_TREE_ONLY = ("configure", "build", "modules", "tools", "kernel_config")
+"""Fields an in-tree recipe has no use for: the kernel's Kbuild builds it, Kconfig checks it."""
+
+
+def kind_errors(data: dict[str, Any]) -> list[str]:
+    """A recipe builds sources of its own (with a version) or the kernel's (in_tree)."""
+    errors = []
+    if bool(data.get("source")) == bool(data.get("in_tree")):
+        errors.append("source: give exactly one of source and in_tree")
+    if data.get("source") and not data.get("version"):
+        errors.append("version: required with source")
+    if data.get("in_tree"):
+        errors += [f"{key}: not used with in_tree (the kernel's own Makefiles build it)"
+                   for key in IN_TREE_ONLY if data.get(key)]
+    return errors
+
+
 def cross_field_errors(data: dict[str, Any]) -> list[str]:
     """Rules the table cannot say: pins for downloads, a dir source takes no subdir."""
     errors = []
@@ -122,6 +141,8 @@ class Module:
     modules: tuple[str, ...] = ()
     tools: tuple[str, ...] = ()
     description: str = ""
+    in_tree: tuple[str, ...] = ()
+    checks: tuple[str, ...] = ()
 
     @property
     def source_dir(self) -> Path | None:
@@ -136,7 +157,8 @@ class Module:
         return {"name": self.name, "version": self.version, "base": str(self.base),
                 "recipe": str(self.recipe) if self.recipe else None,
                 "require": list(self.require), "forbid": list(self.forbid),
-                "modules": list(self.modules), "tools": list(self.tools)}
+                "modules": list(self.modules), "tools": list(self.tools),
+                "in_tree": list(self.in_tree), "check": list(self.checks)}
 
 
 def load(path: Path) -> Module:
@@ -145,7 +167,7 @@ def load(path: Path) -> Module:
     data = read_yaml(path, "recipe")
     errors = validate(data)
     if isinstance(data, dict):
-        errors += cross_field_errors(data)
+        errors += kind_errors(data) + cross_field_errors(data)
     if not errors and data["name"] != path.parent.name:
         errors.append(f"name: {data['name']!r} differs from its directory "
                       f"{path.parent.name!r}")
@@ -154,15 +176,18 @@ def load(path: Path) -> Module:
                         f"the recipe format is in {ROOT / 'module' / 'README.md'}")
     config = data.get("kernel_config") or {}
     module = Module(
-        name=str(data["name"]), version=str(data["version"]), base=path.parent.resolve(),
-        recipe=path, source=dict(data["source"]),
-        require=tuple(config.get("require") or ()), forbid=tuple(config.get("forbid") or ()),
+        name=str(data["name"]), version=str(data.get("version") or IN_TREE_VERSION),
+        base=path.parent.resolve(), recipe=path, source=dict(data.get("source") or {}),
+        require=tuple(config.get("require") or ()) or IN_TREE_REQUIRE * bool(data.get("in_tree")),
+        forbid=tuple(config.get("forbid") or ()),
         configure=tuple(str(f) for f in data["configure"]) if data.get("configure") is not None
         else None,
         build=tuple(str(c) for c in data.get("build") or ()),
         modules=tuple(str(m) for m in data.get("modules") or ()),
         tools=tuple(str(t) for t in data.get("tools") or ()),
-        description=str(data.get("description") or ""))
+        description=str(data.get("description") or ""),
+        in_tree=tuple(str(t) for t in data.get("in_tree") or ()),
+        checks=tuple(str(t) for t in data.get("check") or ()))
     if module.source_dir is not None and not module.source_dir.is_dir():
         raise UserError(f"recipe {path}: source dir {module.source_dir} does not exist")
     return module
@@ -233,9 +258,34 @@ def resolve(settings: Settings, spec: str, version: str = "") -> Module:
     if version and version != module.version:
         raise UserError(f"module {module.name} is version {module.version}, not {version}",
                         f"edit {module.recipe or 'its sources'} to build {version}")
-    if module.recipe is not None and module.source_dir is not None:
+    if module.recipe is not None and module.source_dir is not None and not module.in_tree:
         build_mode_or_steps(module)  # a dir recipe without build steps needs a Makefile
     return module
+
+
+def in_tree_status(module_dir: Path, config: Mapping[str, str]) -> dict[str, str]:
+    """For each in-tree recipe, how a kernel with `config` has it: built-in, module, partly
+    or missing (what a user can build with buildmodule --module NAME)."""
+    from .intree import status
+
+    out = {}
+    for name in known(module_dir):
+        try:
+            module = load(Path(module_dir) / name / RECIPE_FILE)
+        except UserError:
+            continue
+        if module.in_tree:
+            out[name] = status(config, module.in_tree)
+    return out
+
+
+def in_tree_module(symbols: Sequence[str]) -> Module:
+    """The module `--in-tree CONFIG_X` builds: named after its symbols."""
+    from .intree import module_name, symbol
+
+    names = tuple(dict.fromkeys(symbol(s) for s in symbols))
+    return Module(name=module_name(names) or "in-tree", version=IN_TREE_VERSION, base=ROOT,
+                  in_tree=names, require=IN_TREE_REQUIRE)
 
 
 def build_mode_or_steps(module: Module) -> str:

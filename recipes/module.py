@@ -22,11 +22,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from . import buildx, context, kconfig, kernel, modrecipe, sources, ui
+from . import buildx, context, intree, kconfig, kconfig_tree, kernel, modrecipe, sources, ui
 from .arch import Arch, host, resolve
 from .diagnose import diagnose_file, error_lines, step_error
 from .engine import Engine, Images
-from .errors import BuildError, UserError, VerifyError
+from .errors import BuildError, LkbuildError, UserError, VerifyError
 from .fidelity import Profile, check_vermagic, config_vermagic, same_vermagic, vermagic_diff, words
 from .modrecipe import Module
 from .settings import ROOT, Settings
@@ -241,6 +241,47 @@ def module_sources(settings: Settings, module: Module, override: str = "") -> So
     return Sources(files, modrecipe.files_digest(files), url)
 
 
+def in_tree_sources(settings: Settings, target: KernelTarget, given: str) -> Sources:
+    """An in-tree module's source: the tarball the kernel was built from. Only the dirs its
+    modules are in are read out of it, once the kernel's Kconfig has named them."""
+    if target.patches:
+        raise UserError(f"kernel {target.ref} was built with the series' patches, which an "
+                        "in-tree module build does not apply yet",
+                        "build the module as part of the kernel (inv build --fragment with "
+                        "CONFIG_X=m)")
+    path = target.source
+    pinned = target.labels.get(f"{kernel.LABEL}.source.sha256", "")
+    if given:
+        path = sources.local_path(given)
+        if not path.is_file():
+            raise UserError(f"kernel source {path} does not exist",
+                            "give the kernel's source tarball (linux-<version>.tar.xz)")
+    if path is None:
+        raise UserError(f"an in-tree module needs the source kernel {target.ref} was built "
+                        "from", "give it with --source linux-<version>.tar.xz")
+    actual = sources.digest(path, Path(settings.cache_dir))
+    if pinned and actual != pinned:
+        raise VerifyError(f"{path} is not the source kernel {target.ref} was built from "
+                          f"(sha256 {actual}, the kernel's label says {pinned})",
+                          "give the kernel's own source tarball with --source")
+    return Sources({}, hashlib.sha256(f"in-tree {actual}".encode()).hexdigest(), str(path))
+
+
+def tree_dirs(tarball: Path, dirs: Sequence[str]) -> dict[str, tuple[bytes, int]]:
+    """The files under `dirs` of a kernel source tarball (its top directory left out)."""
+    prefixes = tuple(f"{d.strip('/')}/" for d in dirs)
+    out: dict[str, tuple[bytes, int]] = {}
+    with tarfile.open(tarball, "r:*") as tar:
+        for member in tar:
+            rel = member.name.split("/", 1)[1] if "/" in member.name else ""
+            if not member.isfile() or not rel.startswith(prefixes):
+                continue
+            handle = tar.extractfile(member)
+            if handle is not None:
+                out[rel] = (handle.read(), 0o755 if member.mode & 0o100 else 0o644)
+    return out
+
+
 # --- the kernel a module is built for --------------------------------------------------------
 
 @dataclass
@@ -256,6 +297,8 @@ class KernelTarget:
     builder_arch: str = ""
     builder_labels: dict[str, str] = field(default_factory=dict)
     builder_env: list[str] = field(default_factory=list)
+    source: Path | None = None  # the verified source tarball lkbuild built the kernel from
+    patches: tuple[Path, ...] = ()
 
     @property
     def release(self) -> str:
@@ -269,10 +312,13 @@ def kernel_target(settings: Settings, engine: Images, spec: str, arch: Arch | No
     if not spec:
         raise UserError("--kernel is required", "a kernel version (6.12.54) or an image "
                         "reference (linuxkit/kernel:6.12.52)")
+    source: Path | None = None
+    patches: tuple[Path, ...] = ()
     if is_version(spec):
         a = arch or host()
         p = plan_for(spec, a)
         ref = p.refs[0]
+        source, patches = p.source.path, tuple(p.inputs.series.patches(p.request.variant))
         attrs = engine.image(ref)
         if attrs is None:
             raise UserError(f"kernel image {ref} does not exist on {engine.describe()}",
@@ -291,7 +337,7 @@ def kernel_target(settings: Settings, engine: Images, spec: str, arch: Arch | No
         raise UserError(f"kernel image {ref} is for {image_arch}, not {arch.name}",
                         f"use --arch {image_arch} or the {arch.name} image")
     labels = dict((attrs.get("Config") or {}).get("Labels") or {})
-    return KernelTarget(ref, str(attrs["Id"]), arch, labels)
+    return KernelTarget(ref, str(attrs["Id"]), arch, labels, source=source, patches=patches)
 
 
 def dev_present(target: KernelTarget) -> bool:
@@ -393,6 +439,8 @@ class Request:
     force: bool = False
     builders: list[str] = field(default_factory=list)
     profile: Profile | None = None  # the kernel's vermagic must be the target's
+    in_tree: list[str] = field(default_factory=list)  # --in-tree CONFIG_X: the kernel's own
+    kernel_source: str = ""  # the kernel's source tarball, for in-tree modules of an image
 
 
 @dataclass
@@ -453,7 +501,8 @@ def stage(ctx: Path, module: Module, src: Sources, steps: str, busybox: Path) ->
         "modules": ("".join(f"{m}\n" for m in module.modules).encode(), 0o644),
         "tools": ("".join(f"{t}\n" for t in module.tools).encode(), 0o644)})
     context.sync_tree(ctx / "busybox", {"busybox": (busybox.read_bytes(), 0o755)})
-    context.sync_tree(ctx / "loader", {"loader.conf": (b"", 0o644), "modules": (b"", 0o644)})
+    context.sync_tree(ctx / "loader", {"checks": (b"", 0o644), "loader.conf": (b"", 0o644),
+                                       "modules": (b"", 0o644)})
 
 
 def log_path(settings: Settings, module: Module, arch: Arch) -> Path:
@@ -490,13 +539,16 @@ class Loader:
     tar: Path  # /lkbuild as a tar (lkbuild/...)
     modules: list[str]
     release: str
+    checks: list[str] = field(default_factory=list)  # the recipe's proof the kernel has it
 
     def commands(self) -> list[str]:
-        """Run the image's entrypoint logic, prove each module is live, then run it again:
-        a second `docker run` of the loader must find them loaded and succeed."""
+        """Run the image's entrypoint logic, prove each module is live and the recipe's
+        checks pass, then run it again: a second `docker run` of the loader must find them
+        loaded and succeed."""
         load = f"{LOADER_DIR}/bin/busybox sh {LOADER_DIR}/load"
         return [load] + [f"grep -q '^{m} ' /proc/modules || {{ echo '{m} is not in "
-                         "/proc/modules'; exit 1; }" for m in self.modules] + [load]
+                         "/proc/modules'; exit 1; }" for m in self.modules] \
+            + self.checks + [load]
 
 
 def loader_ref(settings: Settings, engine: Images, spec: str, request: Request,
@@ -538,7 +590,14 @@ def loader_files(engine: Images, ref: str, dest: Path) -> Loader:
     if LOADER_DIR not in spooled:
         raise UserError(f"{ref} has no {LOADER_DIR}: not an lkbuild loader image")
     modules = labels.get(f"{LABEL}.modules", "").split()
-    return Loader(ref, spooled[LOADER_DIR], modules, labels.get(f"{LABEL}.kernel.release", ""))
+    checks: list[str] = []
+    with tarfile.open(spooled[LOADER_DIR]) as tar:
+        member = next((m for m in tar if m.name.removeprefix("./") == "lkbuild/checks"), None)
+        handle = tar.extractfile(member) if member is not None and member.isfile() else None
+        if handle is not None:
+            checks = [line for line in handle.read().decode().splitlines() if line.strip()]
+    return Loader(ref, spooled[LOADER_DIR], modules, labels.get(f"{LABEL}.kernel.release", ""),
+                  checks)
 
 
 @dataclass
@@ -573,8 +632,13 @@ def plan(settings: Settings, request: Request,
     `engine` is where the kernel images are looked up (a remote host's, for remote builds);
     by default the engine that builds the arch.
     """
-    module = modrecipe.resolve(settings, request.module, request.version)
-    steps = modrecipe.steps_script(module, modrecipe.build_mode_or_steps(module))
+    if request.in_tree and request.module:
+        raise UserError("--module and --in-tree do not go together",
+                        "give a recipe name, or the kernel's symbols with --in-tree")
+    module = modrecipe.in_tree_module(request.in_tree) if request.in_tree \
+        else modrecipe.resolve(settings, request.module, request.version)
+    steps = "" if module.in_tree \
+        else modrecipe.steps_script(module, modrecipe.build_mode_or_steps(module))
     if engine is None:
         engine = buildx.engine_for(settings, request.arch or host(), request.builders)
     target = kernel_target(settings, engine, request.kernel, request.arch, plan_for)
@@ -586,7 +650,8 @@ def plan(settings: Settings, request: Request,
         ui.warn(f"{target.builder} runs as {arch.name}: the module build is emulated on "
                 f"{engine.describe()} and slow")
     busybox = find_busybox(arch)
-    src = module_sources(settings, module, request.source)
+    src = in_tree_sources(settings, target, request.kernel_source) if module.in_tree \
+        else module_sources(settings, module, request.source)
     digest = inputs_digest(module, src, steps, target,
                            sources.digest(busybox, Path(settings.cache_dir)), toolchain,
                            cross_compile)
@@ -696,16 +761,28 @@ def build(settings: Settings, request: Request,
             check_vermagic(request.profile, target.ref, kernel_vermagic)
         config_sha = hashlib.sha256((kfacts / "config").read_bytes()).hexdigest()
 
+        made = module
+        if module.in_tree:
+            args["LK_INTREE"] = " ".join(module.in_tree)
+            step("asking the kernel's Kconfig what the module takes", target="intree",
+                 local_output=Path(tmp) / "intree")
+            made = prepare_in_tree(p, ctx, Path(tmp) / "intree")
         out = Path(tmp) / "built"
         # One nonce for the three steps below, so the images package the very .ko files
         # checked here, not an older compile of the same inputs from BuildKit's cache.
         rerun = str(time.time_ns()) if request.force else ""
-        step(f"compiling {module.name}", target="built", local_output=out, rerun=rerun)
+        try:
+            step(f"compiling {module.name}", target="built", local_output=out, rerun=rerun)
+        except LkbuildError:
+            if module.in_tree:
+                not_exported(target.ref, module, log)
+            raise
         built = parse_module_facts((out / "facts" / "modules").read_text())
-        check_built(module, built, out / "root" / "lib" / "modules" / release, arch,
+        check_built(made, built, out / "root" / "lib" / "modules" / release, arch,
                     kernel_vermagic, log)
         order = load_order(built)
         context.sync_tree(ctx / "loader", {
+            "checks": ("".join(f"{c}\n" for c in module.checks).encode(), 0o644),
             "loader.conf": (loader_conf(module, release, kernel_vermagic, arch,
                                         config_sha).encode(), 0o644),
             "modules": (loader_modules(order, out / "root" / "lib" / "modules" / release
@@ -726,6 +803,62 @@ def build(settings: Settings, request: Request,
     return Result(module.name, module.version, arch.name, release, words(kernel_vermagic),
                   target.ref, refs, loader_refs, names.split(), p.digest, False,
                   time.monotonic() - started, str(log))
+
+
+def prepare_in_tree(p: Plan, ctx: Path, facts_dir: Path) -> Module:
+    """Sort what the kernel's Kconfig said into a module build, or refuse the kernel; stage
+    the dirs of the modules from the kernel's source, the symbols and the steps. The module
+    returned names the modules the build must make."""
+    module, target = p.module, p.target
+    files = kconfig_tree.tree_files(facts_dir / "tree.tgz")
+    facts = kconfig_tree.parse(files, kconfig_tree.srcarch_of(p.arch.kernel_arch))
+    before = kconfig.parse((facts_dir / "config").read_text())
+    after = kconfig.parse((facts_dir / "intree.config").read_text())
+    headers = intree.header_uses((facts_dir / "headers").read_text(errors="replace")
+                                 .splitlines(), [c.symbol for c in kconfig.changes(before, after)])
+    closure = intree.close(module.in_tree, before, after, facts, headers)
+    refused = intree.refusal(closure, target.ref, module.name)
+    if refused is not None:
+        raise refused
+    if closure.built_in:
+        ui.warn(f"kernel {target.ref} has {', '.join(closure.built_in)} built in: nothing to "
+                "build for it")
+    paths = intree.objects(files, closure.modules)
+    wanted = [s for s in module.in_tree if s not in closure.built_in]
+    if not wanted:
+        raise UserError(f"kernel {target.ref} has {', '.join(closure.built_in)} built in",
+                        "the kernel has the feature already: no module is needed")
+    none = [s for s in wanted if not paths.get(s)]
+    if none:
+        raise UserError(f"{', '.join(none)} builds no module of its own in this kernel's "
+                        "Makefiles", "give the tristate symbol of the module itself")
+    made = [m for s in closure.modules for m in paths.get(s, [])]
+    made = list(dict.fromkeys(made))
+    ui.info(f"{module.name}: {len(made)} module(s) from the kernel's source "
+            f"({', '.join(m.rsplit('/', 1)[1] for m in made)})"
+            + (f", with {len(closure.options)} of their options" if closure.options else ""))
+    tree = tree_dirs(Path(p.src.origin), sorted({m.rsplit("/", 1)[0] for m in made}))
+    files_out = {f"tree/{rel}": data for rel, data in tree.items()}
+    files_out["intree.h"] = (closure.header().encode(), 0o644)
+    context.sync_tree(ctx / "src", files_out)
+    context.sync_tree(ctx / "steps", {
+        "build.sh": (intree.steps_script(made, closure.make_vars()).encode(), 0o755),
+        "modules": (b"", 0o644), "tools": (b"", 0o644)})
+    names = tuple(m.rsplit("/", 1)[1].replace("-", "_") for m in made)
+    return dataclasses.replace(module, modules=names)
+
+
+def not_exported(ref: str, module: Module, log: Path) -> None:
+    """An in-tree module that needs what the kernel does not export: the kernel cannot take
+    it, which is the user's answer, not a build failure."""
+    missing = intree.unresolved(log.read_text(errors="replace"))
+    if missing:
+        need = "; ".join(f"{ko} needs {', '.join(syms[:5])}" for ko, syms in missing.items())
+        raise UserError(f"kernel {ref} does not export what {module.name} needs ({need}): it "
+                        "cannot take it as a module; nothing was tagged",
+                        "rebuild the kernel with a fragment holding "
+                        f"{' '.join(f'{s}=m' for s in module.in_tree)} (inv build --fragment "
+                        f"FILE); log: {log}")
 
 
 def loader_modules(order: Sequence[Built], root: Path) -> str:

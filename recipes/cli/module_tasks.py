@@ -59,6 +59,9 @@ def kernel_planner(s: Settings, source: str, build_image: str, config: str,
     "arch": "arch of the kernel (default: the kernel image's)",
     "module": "a recipe name under module/ (hello, zfs) or a PATH to a module dir with a "
               "Makefile",
+    "in_tree": "a tristate symbol of the kernel's own (CONFIG_IP_SCTP) to build as a module "
+               "from the kernel's source, with what the kernel's Kconfig says it needs "
+               "(repeatable)",
     "module_version": "refuse unless the module is this version",
     "module_source": "a local copy of the recipe's source archive (checked against its "
                      "sha256) or a source directory, instead of downloading",
@@ -76,9 +79,10 @@ def kernel_planner(s: Settings, source: str, build_image: str, config: str,
              "not here and this engine cannot fit its build), local, or a build host "
              "[USER@]HOST[:PORT] (default: setting where; auto when build_hosts is set)",
     **KERNEL_FLAGS_HELP,
-}, iterable=["fragment", "builders"])
+}, iterable=["fragment", "builders", "in_tree"])
 @edge
 def buildmodule(c: Context, kernel: str = "", arch: str = "", module: str = "",
+                in_tree: list[str] | None = None,
                 module_version: str = "", module_source: str = "", builder_image: str = "",
                 matrix: str = "", jobs: int = 0, force: bool = False,
                 builders: list[str] | None = None, kernel_dir: str = "", source: str = "",
@@ -107,7 +111,8 @@ def buildmodule(c: Context, kernel: str = "", arch: str = "", module: str = "",
                              arch=archmod.resolve(arch) if arch else None,
                              version=module_version, source=module_source,
                              builder_image=builder_image, jobs=jobs, force=force,
-                             builders=list(builders or []), profile=target)
+                             builders=list(builders or []), profile=target,
+                             in_tree=list(in_tree or []), kernel_source=source)
     if matrix:
         rows = matrixmod.run(s, Path(matrix), base, plan_for)
         if json:
@@ -120,7 +125,11 @@ def buildmodule(c: Context, kernel: str = "", arch: str = "", module: str = "",
             raise Exit(f"lkbuild: error: {len(failed)} of {len(rows)} matrix rows failed", 5)
         return
     result = None
-    if place != offload.LOCAL and not profile:
+    if in_tree and place not in (offload.LOCAL, offload.AUTO):
+        raise UserError(f"--in-tree builds on this engine, not on {place}",
+                        "leave --where out, or give the symbols a recipe (module/NAME/recipe.yml "
+                        "with in_tree) and build it with --module NAME")
+    if place != offload.LOCAL and not profile and not in_tree:
         result = _offloaded(s, base, place, source, build_image, config, fragment or [], variant,
                             debug)
     if result is None:

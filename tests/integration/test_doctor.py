@@ -42,6 +42,13 @@ def test_doctor_passes_on_this_machine_and_reports_what_docker_info_says(lk: Cal
     assert memory["jobs"] == jobs_for(info["NCPU"], info["MemTotal"])
     assert checks["disk-cache"]["status"] == "ok"
     assert checks["disk-engine"]["status"] in ("ok", "warn")
+    storage = checks["storage"]
+    assert storage["data"]["driver"] == info["Driver"]
+    assert storage["data"]["data_root"] == info["DockerRootDir"]
+    slow = info["Driver"] in ("fuse-overlayfs", "vfs")
+    assert storage["status"] == ("warn" if slow else "ok")
+    if slow and storage["data"]["filesystem"] in ("ext4", "xfs"):  # this machine's kind
+        assert "overlay2 works" in storage["fix"]
 
 
 def test_an_unreachable_engine_is_one_error_line_and_the_rest_is_skipped(

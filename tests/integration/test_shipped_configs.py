@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from recipes import modrecipe
+from recipes.intree import status
 from tests.integration.kernels import DEBIAN_SOURCE, ROOT, config_body, lkbuild
 
 pytestmark = pytest.mark.ci
@@ -33,6 +35,11 @@ def test_the_shipped_configs_are_what_their_recipe_makes(kernel_cache, kver, tmp
         assert row["builtin"] > 1000 and row["modules"] > 100, row  # a VM kernel, not tinyconfig
         values = re.findall(r"^(CONFIG_\w+)=(\w+)$", made.read_text(), re.M)
         assert row["builtin"] == sum(v == "y" for _, v in values)
+        # which of the in-tree recipes' modules the config has, as kconfig --json says
+        config = dict(values)
+        assert row["in_tree_modules"] == {
+            name: status(config, modrecipe.load(ROOT / "module" / name / "recipe.yml").in_tree)
+            for name in ("openvswitch", "sctp", "wireguard")}
 
 
 @pytest.mark.parametrize("name", ["config-aarch64", "config-x86_64"])

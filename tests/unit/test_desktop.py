@@ -108,3 +108,19 @@ def test_capture_sh_runs_here_in_both_forms_and_they_agree(tmp_path):
     assert from_dir == from_stream
     assert from_dir.release == subprocess.run(["uname", "-r"], capture_output=True,
                                               text=True).stdout.strip()
+
+
+def test_detect_says_which_in_tree_modules_the_target_lacks(tmp_path: Path) -> None:
+    config = DESKTOP_CONFIG + "CONFIG_IP_SCTP=m\nCONFIG_WIREGUARD=y\n"
+    stream = tmp_path / "console.log"
+    stream.write_text(desktop_stream(config=config))
+
+    class Settings:
+        module_dir = str(Path(__file__).resolve().parents[2] / "module")
+
+    found = desktop.detect(Settings(), from_dir=str(stream))
+    assert found.modules == {"openvswitch": "missing", "sctp": "module",
+                             "wireguard": "built-in"}
+    assert ("in-tree modules", "openvswitch: missing, sctp: module, wireguard: built-in") \
+        in found.rows()
+    assert found.as_json()["modules"]["openvswitch"] == "missing"

@@ -57,11 +57,16 @@ def test_an_unknown_field_inside_a_map_carries_its_path():
 
 
 def test_missing_required_fields_are_each_named():
-    assert modrecipe.validate({"source": {"dir": "."}}) == ["name: required", "version: required"]
+    data = {"source": {"dir": "."}}
+    assert modrecipe.validate(data) == ["name: required"]
+    assert modrecipe.kind_errors(data) == ["version: required with source"]
+    assert modrecipe.kind_errors({"name": "x"}) == [
+        "source: give exactly one of source and in_tree"]
 
 
 def test_a_null_required_field_counts_as_missing():
-    assert modrecipe.validate({**GOOD, "version": None}) == ["version: required"]
+    assert modrecipe.validate({**GOOD, "name": None}) == ["name: required"]
+    assert modrecipe.kind_errors({**GOOD, "version": None}) == ["version: required with source"]
 
 
 def test_a_required_field_inside_a_nested_map_is_named_with_its_path():
@@ -136,8 +141,7 @@ def test_errors_at_every_level_are_reported_together():
         "kernel_config": {"require": ["NET"]}})
     paths = sorted(e.split(":", 1)[0] for e in errors)
     assert paths == ["build", "extra", "kernel_config.require[0]", "name",
-                     "source.debian.component", "source.debian.foo", "source.debian.package",
-                     "version"]
+                     "source.debian.component", "source.debian.foo", "source.debian.package"]
 
 
 # --- cross_field_errors() ----------------------------------------------------------------------

@@ -278,3 +278,28 @@ def test_the_disk_a_build_measured_is_what_its_next_build_is_checked_against(tmp
     assert need == 12 * GB and how.startswith("about 12.0 GB (measured")
     monkeypatch.setenv("LKBUILD_MIN_FREE_GB", "5")  # the user's own figure wins
     assert disk_needed(Settings(flags={"cache_dir": tmp_path}), "k") == (5 * GB, "5 GB")
+
+
+MOUNTINFO = """\
+22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
+30 22 0:25 / /var/lib/docker rw,relatime shared:9 - xfs /dev/sdb1 rw
+31 30 0:26 / /var/lib/docker/fuse-overlayfs/x/merged rw - fuse.fuse-overlayfs fuse rw
+40 22 0:30 / /srv/my\\040data rw - zfs tank/data rw
+"""
+
+
+def test_the_filesystem_of_a_path_is_its_longest_mount_point() -> None:
+    assert resources.filesystem_of("/var/lib/docker", MOUNTINFO) == "xfs"
+    assert resources.filesystem_of("/var/lib/dockerish", MOUNTINFO) == "ext4"
+    assert resources.filesystem_of("/srv/my data/docker", MOUNTINFO) == "zfs"
+    assert resources.filesystem_of("/x", "") == ""
+
+
+def test_a_slow_storage_driver_is_named_with_its_cost_and_the_fix_that_would_work() -> None:
+    check = resources.storage_check("fuse-overlayfs", "/var/lib/docker", "ext4")
+    assert check.status == "warn" and not check.blocker
+    assert "2.75 s" in check.detail
+    assert '"storage-driver": "overlay2"' in check.fix and "on ext4" in check.fix
+    on_zfs = resources.storage_check("vfs", "/srv/docker", "zfs")
+    assert on_zfs.status == "warn" and "overlay2 does not run" in on_zfs.fix
+    assert resources.storage_check("overlay2", "/var/lib/docker", "ext4").status == "ok"
