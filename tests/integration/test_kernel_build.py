@@ -218,7 +218,8 @@ def test_ctrl_c_during_a_build_leaves_no_build_process_or_image(kernel_cache, kv
     env.update({"LKBUILD_CACHE_DIR": str(kernel_cache), "LKBUILD_ORG": ORG,
                 "LKBUILD_CACHE_ID": SCOPE,
                 "LKBUILD_BUILD_IMAGE": "lkbuild/build:bookworm", "LKBUILD_MIN_FREE_GB": "5",
-                "LKBUILD_CONFIG": str(kernel_cache / "none.yaml")})
+                "LKBUILD_CONFIG": str(kernel_cache / "none.yaml"),
+                "LKBUILD_VERBOSE": "1"})  # make's own lines on stderr say when it compiles
     proc = subprocess.Popen([sys.executable, "-m", "recipes", "buildplainkernel",
                              *small_args(kver, "amd64"), "--fragment", str(frag), "--json"],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
