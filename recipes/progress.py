@@ -343,8 +343,8 @@ class Summary:
 
     def as_json(self) -> dict[str, Any]:
         return {"seconds": round(self.seconds, 1),
-                "steps": {s: {"seconds": round(t, 1), "share": self.shares()[s]}
-                          for s, t in self.steps.items()},
+                "steps": [{"step": s, "seconds": round(t, 1), "share": self.shares()[s]}
+                          for s, t in self.steps.items()],  # in order: JSON sorts keys
                 "objects_compiled": self.objects, "build_dir_objects": self.build_dir_objects,
                 "make_seconds": self.make_seconds, "cache_reused": self.cache_reused}
 

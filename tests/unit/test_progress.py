@@ -214,7 +214,8 @@ def test_the_summary_gives_each_steps_share_and_goes_into_json():
     assert s.line() == ("built in 3 min (source 5%, config 5%, compile 85%, package 4%, "
                         "images 1%); 698 objects compiled (the build dir holds 702)")
     data = json.loads(json.dumps(s.as_json()))
-    assert data["steps"]["compile"] == {"seconds": 170.0, "share": 85}
+    assert [step["step"] for step in data["steps"]] == list(s.steps)
+    assert data["steps"][2] == {"step": "compile", "seconds": 170.0, "share": 85}
     assert data["objects_compiled"] == 698 and data["cache_reused"] is False
 
 
