@@ -95,7 +95,8 @@ def engine_for(settings: Settings, arch: Arch, flags: list[str] | None = None) -
 
 
 def run(argv: list[str], env: Mapping[str, str], log: Path, echo: bool = True) -> int:
-    """Run buildx, streaming its output to stderr and `log`; Ctrl-C cancels the build."""
+    """Run buildx, streaming its output to stderr and `log`; Ctrl-C cancels the build.
+    Inside a build's progress view (ui.build_view) stderr gets the progress instead."""
     if docker_cli() is None:
         raise InfraError("the docker CLI is not on PATH", "install docker and the buildx plugin")
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -105,11 +106,16 @@ def run(argv: list[str], env: Mapping[str, str], log: Path, echo: bool = True) -
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, env=dict(env), text=True,
                                 errors="replace", bufsize=1, start_new_session=True)
+        view = ui.current_view() if echo else None
         try:
             assert proc.stdout is not None
+            if view is not None:
+                view.start(argv)
             for line in proc.stdout:
                 sink.write(line)
-                if echo:
+                if view is not None:
+                    view.line(line)
+                elif echo:
                     ui.err.print(line.rstrip("\n"), markup=False, style="dim")
             return proc.wait()
         except BaseException:

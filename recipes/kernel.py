@@ -21,7 +21,18 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from . import atomic, buildx, context, fidelity, kconfig, kconfig_tree, resources, sources, ui
+from . import (
+    atomic,
+    buildx,
+    context,
+    fidelity,
+    kconfig,
+    kconfig_tree,
+    progress,
+    resources,
+    sources,
+    ui,
+)
 from .arch import Arch, resolve
 from .diagnose import step_error
 from .engine import Engine, connect
@@ -139,6 +150,7 @@ class Result:
     log: str = ""
     config: kconfig.Finality | None = None  # the config check's notices (None: not run)
     host: str = ""  # the build host it ran on ("": this engine)
+    summary: progress.Summary | None = None  # its steps' times (None: skipped, or remote)
 
     def as_json(self) -> dict[str, Any]:
         return {"refs": self.refs, "image_id": self.image_id, "release": self.release,
@@ -146,7 +158,8 @@ class Result:
                 "version": self.version, "seconds": round(self.seconds, 2), "jobs": self.jobs,
                 "skipped": self.skipped, "log": self.log,
                 "config": self.config.as_json() if self.config else None,
-                "host": self.host}
+                "host": self.host,
+                "summary": self.summary.as_json() if self.summary else None}
 
 
 def _check_file(path: Path, what: str, flag: str) -> Path:
@@ -266,6 +279,20 @@ def jobs_key(p: Plan) -> str:
     for f in ([p.inputs.config] if p.inputs.config else []) + list(p.inputs.fragments):
         h.update(f.read_bytes() + b"\0")
     return f"{p.cache_key[len(cache_scope(p.cache_id)) + 1:]}-{h.hexdigest()[:12]}"
+
+
+def progress_key(p: Plan, ctx: Path) -> str:
+    """What a build's object count and compile time belong to: the series, arch, flavour and
+    the staged config (series config or --config, variant's, fragments), not the version or
+    cache scope (a point release or another user compiles about as much)."""
+    h = hashlib.sha256()
+    for f in sorted((ctx / "config").rglob("*")):
+        if f.is_file():
+            h.update(f.relative_to(ctx).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    r = p.request
+    parts = [p.inputs.series.name, r.arch.name] + ([r.variant] if r.variant else []) \
+        + (["dbg"] if r.debug else []) + (["native"] if r.native else [])
+    return "-".join([*parts, h.hexdigest()[:12]])
 
 
 def series_jobs(p: Plan) -> int:
@@ -578,8 +605,15 @@ def build(settings: Settings, request: Request) -> Result:
         how = "" if requested else f" ({model.describe()})"
         ui.info(f"building {p.refs[0]} on {engine.describe()} with make -j{jobs}{how}; "
                 f"log: {s.log}")
-        facts, finality = make_images(s, p, builder_platform(engine))
+        key = progress_key(p, s.ctx)
+        with ui.build_view("kernel", settings.verbose,
+                           progress.earlier(settings.cache_dir, key)) as view:
+            facts, finality = make_images(s, p, builder_platform(engine))
         log = s.log
+    summary = view.final if view is not None else None
+    measured = view.tracker.record() if view is not None else None
+    if measured is not None:
+        progress.remember(settings.cache_dir, key, measured)
     jobs = remember_jobs(settings, p, facts, jobs)
     image = engine.image(p.refs[0])
     if image is None:
@@ -587,7 +621,7 @@ def build(settings: Settings, request: Request) -> Result:
                          f"see the log: {log}")
     return Result(wanted, image["Id"], facts.get("release", ""), facts.get("vermagic", ""),
                   p.digest, p.arch.name, request.version, time.monotonic() - started, jobs,
-                  False, str(log), finality)
+                  False, str(log), finality, summary=summary)
 
 
 @dataclass

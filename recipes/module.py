@@ -717,7 +717,8 @@ def build(settings: Settings, request: Request,
     ctx = Path(settings.cache_dir) / "context" / \
         f"module-{kernel.cache_scope(settings.cache_id)}-{module.name}-{arch.name}"
     with context.locked(ctx, f"module {module.name} for {arch.name}"), \
-            tempfile.TemporaryDirectory(prefix="lkbuild-") as tmp:
+            tempfile.TemporaryDirectory(prefix="lkbuild-") as tmp, \
+            ui.build_view("module", settings.verbose or runner is not None):
         stage(ctx, module, p.src, p.steps, p.busybox)
         args = {"KERNEL_IMAGE": target.ref, "BUILDER_IMAGE": target.builder,
                 "TOOLCHAIN": p.toolchain, "LK_ARCH": arch.kernel_arch,

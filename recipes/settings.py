@@ -51,7 +51,7 @@ def user_cache_dir() -> Path:
 @dataclass(frozen=True)
 class Setting:
     name: str
-    kind: str  # str | int | path | list
+    kind: str  # str | int | bool | path | list
     default: Callable[[], Any]
     help: str
 
@@ -99,6 +99,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("where", "str", lambda: "",
             "where builds run: auto, local or a build host (empty: auto when build_hosts is "
             "set, else local)"),
+    Setting("verbose", "bool", lambda: False,
+            "builds stream BuildKit's whole output to stderr instead of their progress"),
     Setting("min_free_gb", "int", lambda: 30,
             "free disk a full kernel build needs, in GB (doctor and build preflight)"),
     Setting("desktop_disk_image", "path",
@@ -137,7 +139,13 @@ def _example(setting: Setting) -> Any:
         return default if default else 4
     if setting.kind == "list":
         return "linux/arm64=desktop-linux"
+    if setting.kind == "bool":
+        return "true"
     return setting.default() or "VALUE"
+
+
+BOOL_WORDS = {"1": True, "true": True, "yes": True, "on": True,
+              "0": False, "false": False, "no": False, "off": False}
 
 
 def convert(setting: Setting, raw: Any, where: str, base: Path | None = None) -> Any:
@@ -156,6 +164,12 @@ def convert(setting: Setting, raw: Any, where: str, base: Path | None = None) ->
         if value < 0:
             raise UserError(f"setting {setting.name} in {where} must be >= 0, got {value}", fix)
         return value
+    if setting.kind == "bool":
+        word = str(raw).strip().lower()
+        if isinstance(raw, bool) or word in BOOL_WORDS:
+            return raw if isinstance(raw, bool) else BOOL_WORDS[word]
+        raise UserError(f"setting {setting.name} in {where} must be true or false, got "
+                        f"{raw!r}", fix)
     if setting.kind == "list":
         if isinstance(raw, (list, tuple)):
             items = [str(x).strip() for x in raw]

@@ -6,15 +6,23 @@ Colour follows rich's own rules, which honour NO_COLOR and plain pipes.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
+from rich.errors import LiveError
+from rich.live import Live
+from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
+
+from . import progress
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -74,3 +82,169 @@ def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str = ""
     for row in rows:
         t.add_row(*(Text("" if v is None else str(v)) for v in row))
     out_console().print(t)
+
+
+# --- build progress --------------------------------------------------------------------------
+
+RECIPES = {"kernel": progress.KERNEL, "module": progress.MODULE}
+_plain_progress = False
+_view: ContextVar[BuildView | None] = ContextVar("lkbuild_build_view", default=None)
+
+
+def plain_progress(plain: bool) -> None:
+    """Progress as plain lines even on a terminal (--json: whoever reads it is a script)."""
+    global _plain_progress
+    _plain_progress = plain
+
+
+def current_view() -> BuildView | None:
+    """The build progress buildx output goes to (None: stream it as it comes)."""
+    return _view.get()
+
+
+class BuildView:
+    """One build's progress on stderr, fed buildx's plain lines.
+
+    On a terminal a live display (steps, a compile bar with objects done of those expected,
+    elapsed and left, the last make lines); elsewhere a line per step and a progress line
+    every 30 seconds, never a control code. The whole output is in the build's log."""
+
+    def __init__(self, recipe: progress.Recipe, console: Console,
+                 earlier: progress.Earlier | None = None, estimate: bool = True,
+                 mode: str = "plain", clock: Callable[[], float] = time.monotonic) -> None:
+        self.tracker = progress.Tracker(recipe, clock)
+        self.console = console
+        self.earlier = earlier
+        self.estimate = estimate
+        self.mode = mode  # live | plain | raw (buildx's own lines, as they come)
+        self.final: progress.Summary | None = None
+        self.throttle = progress.Throttle(progress.EVERY, clock)
+        self._shown_step = ""
+        self._said_cached = False
+
+    # what buildx.run calls
+    def start(self, argv: Sequence[str]) -> None:
+        self.tracker.start(argv)
+
+    def line(self, raw: str) -> None:
+        self.tracker.feed(raw)
+        if self.mode == "plain":
+            self._plain()
+        elif self.mode == "raw":
+            self.console.print(raw.rstrip("\n"), markup=False, style="dim")
+
+    # plain lines
+    def _say(self, text: str) -> None:
+        self.console.print(text, markup=False, highlight=False, style=None)
+
+    def _plain(self) -> None:
+        t = self.tracker
+        if t.step != self._shown_step:
+            self._shown_step = t.step
+            self.throttle.reset()
+            self._say(f"step {t.recipe.steps.index(t.step) + 1}/{len(t.recipe.steps)}: "
+                      f"{t.step}{self._expectation()}")
+        if t.compile_cached and not self._said_cached:
+            self._said_cached = True
+            self._say(f"{t.step}: cached (BuildKit reused an earlier compile of these inputs)")
+        if t.step and self.throttle.due():
+            self._say(self.status())
+
+    def _expectation(self) -> str:
+        t = self.tracker
+        if t.step != t.recipe.compile or not self.estimate:
+            return ""
+        if self.earlier is None:
+            return f" ({progress.FIRST_BUILD})"
+        return (f" (expecting {self.earlier.objects} objects in about "
+                f"{progress.duration(self.earlier.seconds)}, as the last build of this config)")
+
+    def forecast(self) -> progress.Forecast:
+        t = self.tracker
+        return progress.forecast(t.objects, t.compile_elapsed(),
+                                 self.earlier if self.estimate else None)
+
+    def status(self) -> str:
+        """`compile: 4629/9619 objects, 21 min elapsed, about 22 min left`; in another
+        step its time and what it last said."""
+        t = self.tracker
+        if t.step == t.recipe.compile and not t.compile_cached:
+            text = self.forecast().describe()
+            if not self.estimate:
+                text = text.replace(f" ({progress.FIRST_BUILD})", "")
+            return f"{t.step}: {text}"
+        note = f" ({t.note})" if t.note else ""
+        return f"{t.step}: {progress.duration(t.step_elapsed())} elapsed{note}"
+
+    # the live display
+    def __rich__(self) -> RenderableType:
+        return render(self)
+
+    def summary(self) -> progress.Summary:
+        """The build's summary: as it ended, or so far."""
+        return self.final or self.tracker.summary()
+
+
+def render(view: BuildView) -> RenderableType:
+    """The live display: the steps, the compile bar, the last make lines."""
+    t = view.tracker
+    steps = Text()
+    current = t.recipe.steps.index(t.step) if t.step else -1
+    for n, step in enumerate(t.recipe.steps):
+        mark, style = ("✓", "green") if n < current else ("●", "bold") if n == current \
+            else ("·", "dim")
+        steps.append(f"{mark} {step}  ", style=style)
+    steps.append(progress.duration(t.elapsed()), style="dim")
+    rows: list[RenderableType] = [steps]
+    if t.step == t.recipe.compile and not t.compile_cached:
+        f = view.forecast()
+        bar = Table.grid(padding=(0, 1))
+        bar.add_column(width=40)
+        bar.add_column()
+        text = f.describe()
+        if not view.estimate:
+            text = text.replace(f" ({progress.FIRST_BUILD})", "")
+        bar.add_row(ProgressBar(total=f.total, completed=f.done, width=40),
+                    Text(text))
+        rows.append(bar)
+        rows += [Text(f"  {line}", style="dim", overflow="ellipsis", no_wrap=True)
+                 for line in list(t.tail)]
+    else:
+        rows.append(Text(view.status(), overflow="ellipsis", no_wrap=True))
+    return Group(*rows)
+
+
+@contextlib.contextmanager
+def build_view(kind: str, raw: bool = False, earlier: progress.Earlier | None = None
+               ) -> Iterator[BuildView | None]:
+    """Show one build's progress while it runs, then its summary; `raw` (--verbose) streams
+    buildx's own lines instead. None inside another build's view (that one shows it)."""
+    if current_view() is not None:
+        yield None
+        return
+    mode = "raw" if raw else "live" if err.is_terminal and not _plain_progress else "plain"
+    view = BuildView(RECIPES[kind], err, earlier, estimate=kind == "kernel", mode=mode)
+    token = _view.set(view)
+    display = Live(view, console=err, refresh_per_second=4, transient=True,
+                   redirect_stdout=False, redirect_stderr=False) if mode == "live" else None
+    try:
+        if display is not None:
+            try:
+                display.start()
+            except LiveError:  # another live display on this console: plain lines then
+                display, view.mode = None, "plain"
+        yield view
+    except BaseException:
+        if display is not None:
+            display.stop()
+            display = None
+        t = view.tracker
+        if t.step:
+            view._say(f"stopped in {t.step} after {progress.duration(t.elapsed())}")
+        raise
+    finally:
+        if display is not None:
+            display.stop()
+        _view.reset(token)
+    view.final = view.tracker.summary()
+    view._say(view.final.line())

@@ -112,8 +112,10 @@ BUILD_HELP = {
              "when build_hosts is set)",
     "strict_config": "linuxkit's rule: any symbol olddefconfig changes makes the config "
                      "non-final (default: only a prompted symbol the config sets)",
-    "json": "print JSON (refs, image id, release, hash, seconds, jobs, config notices) "
-            "instead of references",
+    "verbose": "stream BuildKit's whole output (every make line) to stderr instead of the "
+               "progress (default: setting verbose); the build's log holds it either way",
+    "json": "print JSON (refs, image id, release, hash, seconds, jobs, config notices, the "
+            "steps' times) instead of references; progress is then plain lines",
 }
 BUILD_ITERABLE = ["arch", "fragment", "builders", "build_arg"]
 # A kernel config target (defconfig, tinyconfig), then fragment targets the kernel merges
@@ -152,11 +154,12 @@ def _build(kind: str, version: str, arch: list[str], kernel_dir: str, source: st
            build_image: str, config: str, fragment: list[str], variant: str, jobs: int,
            builders: list[str], native: bool, force: bool, json: bool,
            build_arg: list[str], profile: str = "", allow_mismatch: bool = False,
-           strict_config: bool = False, where: str = "") -> None:
+           strict_config: bool = False, where: str = "", verbose: bool = False) -> None:
     from recipes import kernel, offload
 
     check_jobs(jobs)
-    s = settings(kernel_dir=kernel_dir, builders=builders)
+    s = settings(kernel_dir=kernel_dir, builders=builders, verbose=verbose or None)
+    ui.plain_progress(json)
     check_builders(s, builders)
     place = offload.where_of(s, where)
     target = None
@@ -216,11 +219,12 @@ def buildplainkernel(c: Context, version: str = "", arch: list[str] | None = Non
                      config: str = "", fragment: list[str] | None = None, variant: str = "",
                      jobs: int = 0, builders: list[str] | None = None, native: bool = False,
                      force: bool = False, build_arg: list[str] | None = None,
-                     strict_config: bool = False, where: str = "", json: bool = False) -> None:
+                     strict_config: bool = False, where: str = "", verbose: bool = False,
+                     json: bool = False) -> None:
     """Build the kernel image of a version for each arch; print its references."""
     _build("plain", version, arch or [], kernel_dir, source, build_image, config,
            fragment or [], variant, jobs, builders or [], native, force, json,
-           build_arg or [], strict_config=strict_config, where=where)
+           build_arg or [], strict_config=strict_config, where=where, verbose=verbose)
 
 
 @task(help=BUILD_HELP, iterable=BUILD_ITERABLE)
@@ -230,11 +234,12 @@ def builddebugkernel(c: Context, version: str = "", arch: list[str] | None = Non
                      config: str = "", fragment: list[str] | None = None, variant: str = "",
                      jobs: int = 0, builders: list[str] | None = None, native: bool = False,
                      force: bool = False, build_arg: list[str] | None = None,
-                     strict_config: bool = False, where: str = "", json: bool = False) -> None:
+                     strict_config: bool = False, where: str = "", verbose: bool = False,
+                     json: bool = False) -> None:
     """Build the debug kernel (-dbg release, debug fragment, vmlinux); print its references."""
     _build("debug", version, arch or [], kernel_dir, source, build_image, config,
            fragment or [], variant, jobs, builders or [], native, force, json,
-           build_arg or [], strict_config=strict_config, where=where)
+           build_arg or [], strict_config=strict_config, where=where, verbose=verbose)
 
 
 @task(help={**BUILD_HELP, "debug": "also build the debug kernel",
@@ -250,11 +255,11 @@ def build(c: Context, version: str = "", arch: list[str] | None = None, kernel_d
           builders: list[str] | None = None, native: bool = False, force: bool = False,
           debug: bool = False, build_arg: list[str] | None = None, profile: str = "",
           allow_mismatch: bool = False, strict_config: bool = False, where: str = "",
-          json: bool = False) -> None:
+          verbose: bool = False, json: bool = False) -> None:
     """Build the kernel and its -builder image (and the debug kernel with --debug)."""
     _build("both" if debug else "build", version, arch or [], kernel_dir, source, build_image,
            config, fragment or [], variant, jobs, builders or [], native, force, json,
-           build_arg or [], profile, allow_mismatch, strict_config, where)
+           build_arg or [], profile, allow_mismatch, strict_config, where, verbose)
 
 
 @task(help={

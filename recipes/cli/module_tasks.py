@@ -75,6 +75,7 @@ def kernel_planner(s: Settings, source: str, build_image: str, config: str,
                "(inv build --profile) and refuse a kernel whose vermagic is not the target's",
     "json": "print JSON (refs, loader refs, release, vermagic, modules, hash) instead of "
             "references",
+    "verbose": BUILD_HELP["verbose"],
     "where": "auto (a build host builds the module and its kernel when the kernel image is "
              "not here and this engine cannot fit its build), local, or a build host "
              "[USER@]HOST[:PORT] (default: setting where; auto when build_hosts is set)",
@@ -88,12 +89,13 @@ def buildmodule(c: Context, kernel: str = "", arch: str = "", module: str = "",
                 builders: list[str] | None = None, kernel_dir: str = "", source: str = "",
                 build_image: str = "", config: str = "", fragment: list[str] | None = None,
                 variant: str = "", debug: bool = False, profile: str = "", where: str = "",
-                json: bool = False) -> None:
+                verbose: bool = False, json: bool = False) -> None:
     """Build kernel modules against a kernel; make the module image and its loader image."""
     from recipes import matrix as matrixmod, module as modulemod, offload
 
     check_jobs(jobs)
-    s = settings(kernel_dir=kernel_dir, builders=builders or [])
+    s = settings(kernel_dir=kernel_dir, builders=builders or [], verbose=verbose or None)
+    ui.plain_progress(json)
     check_builders(s, builders or [])
     place = offload.where_of(s, where)
     target = None

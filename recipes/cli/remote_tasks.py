@@ -17,7 +17,7 @@ from .kernel_tasks import BUILD_HELP, build_args_of, check_jobs
 
 
 @task(help={
-    **{k: v for k, v in BUILD_HELP.items() if k not in ("builders", "where")},
+    **{k: v for k, v in BUILD_HELP.items() if k not in ("builders", "where", "verbose")},
     "version": "kernel version to build; repeatable (each with each --arch) (default: the "
                "version inside a local --source)",
     "host": "[USER@]HOST[:PORT] to build on over SSH (~/.ssh/config applies); repeatable: the "

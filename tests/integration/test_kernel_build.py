@@ -31,6 +31,7 @@ from tests.integration.kernels import (
     labels,
     lkbuild,
     objects_in,
+    remove_images,
     small_args,
 )
 
@@ -112,6 +113,65 @@ def test_an_unchanged_build_is_skipped_and_names_the_image_it_kept(small_kernel,
     assert again["image_id"] == first["image_id"]
     assert again["refs"] == first["refs"]
     assert "up to date" in run.err
+
+
+STEP_LINE = re.compile(r"^step (\d)/5: (source|config|compile|package|images)\b")
+PROGRESS_LINE = re.compile(r"^(source|config|compile|package|images): ")
+
+
+def plain_progress(err: str) -> list[str]:
+    """The progress lines of a piped build's stderr (its first line names the log)."""
+    return [ln for ln in err.splitlines() if STEP_LINE.match(ln) or PROGRESS_LINE.match(ln)
+            or ln.startswith("built in ")]
+
+
+@pytest.mark.full
+def test_a_piped_build_prints_plain_progress_and_a_summary_and_logs_every_make_line(
+        kernel_cache, kver):
+    """Piped (as CI and scripts run it): a line per step and progress lines, no control code,
+    BuildKit's and make's own lines in the log alone. The same build under another org is
+    then taken whole from BuildKit's cache, and still says its steps and that it was reused."""
+    args = [*small_args(kver, "amd64"), "--jobs", "2", "--json"]  # the same args both times
+    runs = []
+    try:
+        for org in (f"{ORG}-piped", f"{ORG}-cached"):
+            run = lkbuild(kernel_cache, "buildplainkernel", *args, env={"LKBUILD_ORG": org})
+            assert run.code == 0, run.err[-3000:]
+            runs.append((run, run.json()[0]))
+    finally:
+        for org in (f"{ORG}-piped", f"{ORG}-cached"):
+            remove_images(org)
+    for run, result in runs:
+        assert "\x1b" not in run.err and "\r" not in run.err
+        assert "log: " in run.err_lines[0]
+        assert not re.search(r"^#\d+ ", run.err, re.M), "BuildKit's own lines reached stderr"
+        lines = plain_progress(run.err)
+        steps = [m.group(2) for m in map(STEP_LINE.match, lines) if m]
+        assert steps[:3] == ["source", "config", "compile"] and steps[-1] == "images", lines
+        assert lines[-1].startswith("built in "), lines
+        summary = result["summary"]
+        assert [s["step"] for s in summary["steps"]] == ["source", "config", "compile",
+                                                         "package", "images"]
+        assert 97 <= sum(s["share"] for s in summary["steps"]) <= 103
+
+    (first, built), (again, cached) = runs
+    log = Path(built["log"]).read_text()
+    if not built["summary"]["cache_reused"]:  # this session's args were new to BuildKit
+        make_lines = re.findall(r"^#\d+ [\d.]+ +([A-Z][A-Z0-9_]* .*)$", log, re.M)
+        assert "lkbuild: make -j" in log and "lkbuild: make took" in log and make_lines
+        assert not set(make_lines) & {ln.strip() for ln in first.err_lines}
+        objects = [ln for ln in make_lines if re.fullmatch(r"[A-Z][A-Z0-9_]*( \[M\])? +\S+\.o", ln)]
+        assert built["summary"]["objects_compiled"] == len(objects)
+        compile_line = next(ln for ln in plain_progress(first.err)
+                            if ln.startswith("step 3/5: compile"))
+        assert "first build of this config: no estimate yet" in compile_line or \
+            re.search(r"expecting \d+ objects in about ", compile_line), compile_line
+        assert f"{objects_in(log)} objects in the build dir" in log
+        assert "objects compiled" in plain_progress(first.err)[-1]
+    assert cached["summary"]["cache_reused"] is True
+    assert any(ln.startswith("compile: cached") for ln in plain_progress(again.err))
+    assert "reused from BuildKit's cache" in plain_progress(again.err)[-1]
+    assert "#1 [internal] load build definition" in Path(cached["log"]).read_text()
 
 
 def compile_count(log: str) -> int:
@@ -218,7 +278,8 @@ def test_ctrl_c_during_a_build_leaves_no_build_process_or_image(kernel_cache, kv
     env.update({"LKBUILD_CACHE_DIR": str(kernel_cache), "LKBUILD_ORG": ORG,
                 "LKBUILD_CACHE_ID": SCOPE,
                 "LKBUILD_BUILD_IMAGE": "lkbuild/build:bookworm", "LKBUILD_MIN_FREE_GB": "5",
-                "LKBUILD_CONFIG": str(kernel_cache / "none.yaml")})
+                "LKBUILD_CONFIG": str(kernel_cache / "none.yaml"),
+                "LKBUILD_VERBOSE": "1"})  # make's own lines on stderr say when it compiles
     proc = subprocess.Popen([sys.executable, "-m", "recipes", "buildplainkernel",
                              *small_args(kver, "amd64"), "--fragment", str(frag), "--json"],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

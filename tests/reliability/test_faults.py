@@ -199,8 +199,10 @@ class Job:
 
 def run_env(cache: Path, tmp: Path, org_name: str, **extra: str) -> dict[str, str]:
     """The environment of tests/integration/kernels.py's `lkbuild`, with a temp dir of the
-    test's own (so a temp file left behind is seen) and the test's org."""
-    return lkbuild_env(cache, {"LKBUILD_ORG": org_name, "TMPDIR": str(tmp), **extra})
+    test's own (so a temp file left behind is seen) and the test's org. Verbose: the faults
+    are timed by make's own lines on stderr (a pipe gets the progress lines otherwise)."""
+    return lkbuild_env(cache, {"LKBUILD_ORG": org_name, "TMPDIR": str(tmp),
+                               "LKBUILD_VERBOSE": "1", **extra})
 
 
 def run_now(cache: Path, tmp: Path, org_name: str, *argv: str, **extra: str) -> Run:

@@ -94,3 +94,34 @@ def test_force_reruns_the_compile_once_for_the_facts_and_both_images(force):
     nonces = {c.get("rerun", "") for c in steps.calls[1:]}
     assert len(nonces) == 1 and (nonces.pop() != "") == force
     assert steps.calls[0].get("rerun", "") == "", "the config step is never forced"
+
+
+def _key_plan(version="6.12.54", variant="", debug=False):
+    from types import SimpleNamespace as NS
+
+    return NS(request=NS(arch=ARM, variant=variant, debug=debug, native=False, version=version),
+              inputs=NS(series=NS(name="6.12.x")))
+
+
+def test_the_progress_record_is_kept_per_series_arch_flavour_and_staged_config(tmp_path):
+    ctx = tmp_path / "ctx"
+    (ctx / "config" / "fragments").mkdir(parents=True)
+    (ctx / "config" / "config").write_text("CONFIG_X=y\n")
+    key = kernel.progress_key(_key_plan(), ctx)
+    assert key.startswith("6.12.x-arm64-")
+    assert kernel.progress_key(_key_plan(version="6.12.60"), ctx) == key  # a point release
+    assert kernel.progress_key(_key_plan(debug=True), ctx).startswith("6.12.x-arm64-dbg-")
+    (ctx / "config" / "fragments" / "01-a.config").write_text("CONFIG_Y=y\n")
+    assert kernel.progress_key(_key_plan(), ctx) != key
+
+
+def test_a_built_kernels_json_carries_its_summary():
+    from recipes import progress
+
+    summary = progress.Summary(100.0, {"compile": 90.0, "images": 10.0}, 5, 7, 80, False)
+    r = kernel.Result([], "id", "r", "v", "d", "arm64", "6.12.54", 100.0, 2, False,
+                      summary=summary)
+    assert r.as_json()["summary"]["steps"][0] == {"step": "compile", "seconds": 90.0,
+                                                  "share": 90}
+    skipped = kernel.Result([], "id", "r", "v", "d", "arm64", "6.12.54", 0.1, 0, True)
+    assert skipped.as_json()["summary"] is None

@@ -92,7 +92,7 @@ def test_a_file_that_is_not_a_mapping_is_refused(tmp_path):
 def test_every_setting_has_an_environment_name_and_help():
     for s in SETTINGS:
         assert s.env == "LKBUILD_" + s.name.upper()
-        assert s.help and s.kind in {"str", "int", "path", "list"}
+        assert s.help and s.kind in {"str", "int", "bool", "path", "list"}
 
 
 def test_json_view_says_where_each_value_came_from():
@@ -117,3 +117,16 @@ def test_invoke_yaml_s_lkbuild_section_is_read_below_lkbuild_s_own_files(tmp_pat
     with pytest.raises(UserError) as err:
         Settings(env={}, files=[inv])
     assert "unknown setting 'bulid_hosts'" in err.value.line()
+
+
+@pytest.mark.parametrize("raw,value", [("1", True), ("true", True), ("yes", True),
+                                       ("0", False), ("off", False)])
+def test_verbose_is_a_yes_or_no_setting_from_the_environment(raw, value):
+    assert Settings(env={"LKBUILD_VERBOSE": raw}, files=[]).verbose is value
+    assert Settings(env={}, files=[]).verbose is False
+
+
+def test_a_verbose_setting_that_is_not_yes_or_no_is_refused_with_an_example():
+    with pytest.raises(UserError, match="must be true or false") as info:
+        Settings(env={"LKBUILD_VERBOSE": "loud"}, files=[])
+    assert "LKBUILD_VERBOSE=true" in info.value.hint
