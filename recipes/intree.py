@@ -320,13 +320,17 @@ def _makefile_lines(text: str) -> Iterable[str]:
         joined = ""
 
 
-def objects(makefiles: Mapping[str, str], symbols: Iterable[str]) -> dict[str, list[str]]:
-    """Per symbol, the modules its Makefile lines build (`dir/name`, without .ko)."""
+def objects(makefiles: Mapping[str, str], symbols: Iterable[str], srcarch: str
+            ) -> dict[str, list[str]]:
+    """Per symbol, the modules its Makefile lines build (`dir/name`, without .ko), outside
+    other arches' dirs (arch/arm's crypto glue shares arm64's symbol names)."""
     wanted = set(symbols)
     out: dict[str, list[str]] = {s: [] for s in wanted}
     for path in sorted(makefiles):
         base = path.rsplit("/", 1)[-1]
         if base not in ("Makefile", "Kbuild") or "/" not in path:
+            continue
+        if path.startswith("arch/") and not path.startswith(f"arch/{srcarch}/"):
             continue
         directory = path.rsplit("/", 1)[0]
         for line in _makefile_lines(makefiles[path]):
@@ -334,8 +338,9 @@ def objects(makefiles: Mapping[str, str], symbols: Iterable[str]) -> dict[str, l
             if not match or match.group(1) not in wanted:
                 continue
             for word in match.group(2).split():
-                if word.endswith(".o"):
-                    out[match.group(1)].append(f"{directory}/{word[:-2]}")
+                module = f"{directory}/{word[:-2]}"
+                if word.endswith(".o") and module not in out[match.group(1)]:
+                    out[match.group(1)].append(module)
     return out
 
 

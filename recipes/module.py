@@ -824,7 +824,8 @@ def prepare_in_tree(p: Plan, ctx: Path, facts_dir: Path) -> Module:
     if closure.built_in:
         ui.warn(f"kernel {target.ref} has {', '.join(closure.built_in)} built in: nothing to "
                 "build for it")
-    paths = intree.objects(files, closure.modules)
+    paths = intree.objects(files, closure.modules,
+                           kconfig_tree.srcarch_of(p.arch.kernel_arch))
     wanted = [s for s in module.in_tree if s not in closure.built_in]
     if not wanted:
         raise UserError(f"kernel {target.ref} has {', '.join(closure.built_in)} built in",

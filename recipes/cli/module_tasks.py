@@ -212,7 +212,7 @@ def vmtest(c: Context, kernel: str = "", arch: str = "", module: str = "",
             engine = enginemod.connect(s)
             request = modulemod.Request(module=module, kernel=kernel, arch=a,
                                         version=module_version, source=module_source,
-                                        builder_image=builder_image)
+                                        builder_image=builder_image, kernel_source=source)
             try:
                 loader = modulemod.loader_files(
                     engine, modulemod.loader_ref(s, engine, module, request, plan_for),

@@ -219,8 +219,9 @@ KEPT = [
     re.compile(r"^(created|changed|removed) \S+/context(/[^ ]+)?( \(.*\))?$"),
     re.compile(r"^(created|changed) \S+/tarball-index\.json( \(.*\))?$"),  # digests known
 ]
-MEASURED = re.compile(r"^(created|changed) \S+/jobs(/[^/ ]+\.json)?( \(.*\))?$")
-"""A finished compile's measured job size, kept for the next build's jobs."""
+MEASURED = re.compile(r"^(created|changed) \S+/(jobs|progress)(/[^/ ]+\.json)?( \(.*\))?$")
+"""A finished compile's measured job size and object count, kept for the next build's jobs
+and progress estimate."""
 TEMP = re.compile(r"\.(tmp|part)\b|/lkbuild-[^/]*$|/incoming-[0-9a-f]+")
 
 
@@ -485,13 +486,24 @@ def full_digest(cache: Path, start: str) -> str:
 
 
 @pytest.mark.full
+@pytest.fixture
+def own_registry(tmp_path: Path) -> Iterator[Registry]:
+    """A registry of the test's own: one the session shares may hold the -builder layers
+    already (another test pushed them), and a push then mounts them instead of sending."""
+    reg = Registry(tmp_path / "registry")
+    reg.start()
+    yield reg
+    reg.stop()
+
+
 def test_a_registry_killed_mid_push_moves_no_tag_and_the_rerun_sends_only_the_rest(
-        small_kernel, kernel_cache, kver, registry, docker_client, tmp_path):
+        small_kernel, kernel_cache, kver, own_registry, docker_client, tmp_path):
     """test_push's test_a_registry_that_went_down_is_one_line stops the registry before the
     push starts. Here it is killed while the -builder image's big layer is on the wire: one
     line, the tags already there (the kernel's and its indexes) unchanged, no -builder tag and
     no partial blob; started again, the same push sends the -builder layers and nothing of
     the kernel's."""
+    registry = own_registry
     base = small_kernel("amd64")
     name, tmp = org("push"), tmp_path / "tmp"
     tmp.mkdir()

@@ -86,6 +86,8 @@ MAKEFILES = {
     "crypto/Makefile": "obj-$(CONFIG_CRYPTO_HMAC) += hmac.o\nobj-$(CONFIG_CRYPTO_MD5) += \\\n"
                        "\tmd5.o # the md5 digest\n",
     "lib/crypto/Makefile": "obj-$(CONFIG_CRYPTO_LIB_CHACHA) += libchacha-generic.o\n",
+    "arch/arm/crypto/Makefile": "obj-$(CONFIG_CRYPTO_LIB_CHACHA) += chacha-neon.o\n",
+    "arch/arm64/crypto/Makefile": "obj-$(CONFIG_CRYPTO_LIB_CHACHA) += chacha-neon.o\n",
 }
 NET = {"CONFIG_NET": "y", "CONFIG_INET": "y", "CONFIG_IPV6": "n", "CONFIG_FRAME_WARN": "2048"}
 
@@ -205,7 +207,11 @@ def test_built_in_and_unknown_symbols(facts: kconfig_tree.Facts) -> None:
 def test_makefiles_name_each_symbols_modules() -> None:
     found = intree.objects(MAKEFILES, ["CONFIG_IP_SCTP", "CONFIG_CRYPTO_MD5",
                                        "CONFIG_NET_UDP_TUNNEL", "CONFIG_CRYPTO_LIB_CHACHA",
-                                       "CONFIG_SCTP_DBG_OBJCNT"])
+                                       "CONFIG_SCTP_DBG_OBJCNT"], "x86")
+    # another arch's dir is never built (arch/arm's glue has arm64's symbol names)
+    arm64 = intree.objects(MAKEFILES, ["CONFIG_CRYPTO_LIB_CHACHA"], "arm64")
+    assert arm64 == {"CONFIG_CRYPTO_LIB_CHACHA": ["arch/arm64/crypto/chacha-neon",
+                                                  "lib/crypto/libchacha-generic"]}
     assert found == {"CONFIG_IP_SCTP": ["net/sctp/sctp"], "CONFIG_CRYPTO_MD5": ["crypto/md5"],
                      "CONFIG_NET_UDP_TUNNEL": ["net/ipv4/udp_tunnel"],
                      "CONFIG_CRYPTO_LIB_CHACHA": ["lib/crypto/libchacha-generic"],
