@@ -485,7 +485,6 @@ def full_digest(cache: Path, start: str) -> str:
     return str(digest)
 
 
-@pytest.mark.full
 @pytest.fixture
 def own_registry(tmp_path: Path) -> Iterator[Registry]:
     """A registry of the test's own: one the session shares may hold the -builder layers
@@ -496,6 +495,7 @@ def own_registry(tmp_path: Path) -> Iterator[Registry]:
     reg.stop()
 
 
+@pytest.mark.full
 def test_a_registry_killed_mid_push_moves_no_tag_and_the_rerun_sends_only_the_rest(
         small_kernel, kernel_cache, kver, own_registry, docker_client, tmp_path):
     """test_push's test_a_registry_that_went_down_is_one_line stops the registry before the
