@@ -26,48 +26,27 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import uuid
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import BUILD_IMAGE, ROOT, SOURCE, config, lkbuild, machine, prune, write
+from bench.common import (
+    BUILD_IMAGE,
+    ROOT,
+    SOURCE,
+    MemoryPeak,
+    config,
+    lkbuild,
+    machine,
+    prune,
+    write,
+)
 from tests.integration.kernels import remove_images
 
 RUN = uuid.uuid4().hex[:8]
 ORG = f"lkbuild-bench-{RUN}"
-
-
-class MemoryPeak:
-    """Peak of the machine's used memory above its level at start, sampled twice a second."""
-
-    def __init__(self) -> None:
-        self.base = self._used()
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    @staticmethod
-    def _used() -> int:
-        info = {}
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            key, value = line.split(":", 1)
-            info[key] = int(value.split()[0]) * 1024
-        return info["MemTotal"] - info["MemAvailable"]
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.5):
-            self.peak = max(self.peak, self._used() - self.base)
-
-    def __enter__(self) -> MemoryPeak:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def bare_make(source: Path, config: Path, karch: str, cross: str, jobs: int
