@@ -121,6 +121,8 @@ MODULE = Recipe(
     ))
 
 _MAKE_TOOK = re.compile(r"^lkbuild: make took (\d+) s$")
+_MAKE_JOBS = re.compile(r"^lkbuild: make -j(\d+) ")
+_MEMORY = re.compile(r"^lkbuild: memory in use: (\d+) MiB of (\d+) MiB$")
 _IN_BUILD_DIR = re.compile(r"^lkbuild: (\d+) objects in the build dir$")
 
 
@@ -145,6 +147,9 @@ class Tracker:
         self.compile_cached = False
         self.tail: deque[str] = deque(maxlen=tail)
         self.note = ""  # the last `lkbuild:` line a step printed
+        self.jobs: int | None = None  # make's -j
+        self.memory: tuple[int, int] | None = None  # MiB in use, and the builder's limit
+        self.memory_peak = 0  # MiB, the most in use seen while make ran
         self._names: dict[int, str] = {}
         self._steps_of: dict[int, str] = {}
         self._rules = [(r.step, re.compile(r.vertex) if r.vertex else None,
@@ -191,7 +196,15 @@ class Tracker:
                 self._enter(step)
                 break
         if text.startswith("lkbuild: "):
+            memory = _MEMORY.match(text)
+            if memory:  # peak.sh, while make runs: not a note of the step
+                self.memory = (int(memory.group(1)), int(memory.group(2)))
+                self.memory_peak = max(self.memory_peak, self.memory[0])
+                return
             self.note = text.removeprefix("lkbuild: ")
+            jobs = _MAKE_JOBS.match(text)
+            if jobs:
+                self.jobs = int(jobs.group(1))
             took, counted = _MAKE_TOOK.match(text), _IN_BUILD_DIR.match(text)
             if took:
                 self.make_seconds = int(took.group(1))
@@ -222,8 +235,18 @@ class Tracker:
         seconds = dict(self.seconds)
         if self.step:
             seconds[self.step] += self.clock() - self._since
+        limit = self.memory[1] if self.memory else None
         return Summary(self.elapsed(), seconds, self.objects, self.build_dir_objects,
-                       self.make_seconds, self.compile_cached)
+                       self.make_seconds, self.compile_cached, self.jobs,
+                       self.memory_peak or None, limit)
+
+    def resources(self) -> str:
+        """`make -j2, memory in use 3.1 of 7.8 GiB`: what a person checks when a build
+        slows down or dies ("" before make started)."""
+        parts = [f"make -j{self.jobs}"] if self.jobs else []
+        if self.memory:
+            parts.append(f"memory in use {gib(self.memory[0])} of {gib(self.memory[1])} GiB")
+        return ", ".join(parts)
 
     def record(self) -> Earlier | None:
         """What the next build of this config estimates from; None when make did not run."""
@@ -286,6 +309,10 @@ def forecast(done: int, elapsed: float, earlier: Earlier | None) -> Forecast:
     return Forecast(done, elapsed, total, (1 - fraction) * stored + fraction * own)
 
 
+def gib(mib: int) -> str:
+    return f"{mib / 1024:.1f}"
+
+
 def duration(seconds: float) -> str:
     """Seconds as a person reads them: 12 s, 21 min, 1 h 05 min."""
     s = round(seconds)
@@ -326,6 +353,9 @@ class Summary:
     build_dir_objects: int | None = None
     make_seconds: int | None = None
     cache_reused: bool = False  # the compile step came from BuildKit's cache
+    jobs: int | None = None
+    memory_peak_mib: int | None = None  # the most in use while make ran
+    memory_limit_mib: int | None = None
 
     def shares(self) -> dict[str, int]:
         total = sum(self.steps.values()) or 1.0
@@ -339,6 +369,9 @@ class Summary:
             made = f"{self.objects} objects compiled"
             if self.build_dir_objects is not None:
                 made += f" (the build dir holds {self.build_dir_objects})"
+            if self.jobs and self.memory_peak_mib and self.memory_limit_mib:
+                made += (f"; -j{self.jobs}, peak memory in use {gib(self.memory_peak_mib)} of "
+                         f"{gib(self.memory_limit_mib)} GiB")
         return f"built in {duration(self.seconds)} ({shares}); {made}"
 
     def as_json(self) -> dict[str, Any]:
@@ -346,7 +379,9 @@ class Summary:
                 "steps": [{"step": s, "seconds": round(t, 1), "share": self.shares()[s]}
                           for s, t in self.steps.items()],  # in order: JSON sorts keys
                 "objects_compiled": self.objects, "build_dir_objects": self.build_dir_objects,
-                "make_seconds": self.make_seconds, "cache_reused": self.cache_reused}
+                "make_seconds": self.make_seconds, "cache_reused": self.cache_reused,
+                "jobs": self.jobs, "memory_peak_mib": self.memory_peak_mib,
+                "memory_limit_mib": self.memory_limit_mib}
 
 
 # --- the record kept in the cache dir --------------------------------------------------------

@@ -172,7 +172,8 @@ class BuildView:
             text = self.forecast().describe()
             if not self.estimate:
                 text = text.replace(f" ({progress.FIRST_BUILD})", "")
-            return f"{t.step}: {text}"
+            used = t.resources()
+            return f"{t.step}: {text}" + (f"; {used}" if used else "")
         note = f" ({t.note})" if t.note else ""
         return f"{t.step}: {progress.duration(t.step_elapsed())} elapsed{note}"
 
@@ -207,11 +208,18 @@ def render(view: BuildView) -> RenderableType:
         bar.add_row(ProgressBar(total=f.total, completed=f.done, width=40),
                     Text(text))
         rows.append(bar)
+        if t.resources():
+            rows.append(Text(t.resources(), style=memory_style(t.memory)))
         rows += [Text(f"  {line}", style="dim", overflow="ellipsis", no_wrap=True)
                  for line in list(t.tail)]
     else:
         rows.append(Text(view.status(), overflow="ellipsis", no_wrap=True))
     return Group(*rows)
+
+
+def memory_style(memory: tuple[int, int] | None) -> str:
+    """Red from 90% of the builder's limit: the next make job may be killed."""
+    return "bold red" if memory and memory[0] >= 0.9 * memory[1] else ""
 
 
 @contextlib.contextmanager

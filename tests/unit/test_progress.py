@@ -239,7 +239,8 @@ def test_piped_progress_is_a_line_per_step_and_one_every_thirty_seconds():
                         "last build of this config)")
     progress_lines = lines[1:]
     assert len(progress_lines) == 10  # 300 s / 30 s
-    assert progress_lines[-1] == "compile: 299/600 objects, 5 min elapsed, about 5 min left"
+    assert progress_lines[-1] == ("compile: 299/600 objects, 5 min elapsed, about 5 min left; "
+                                  "make -j2")
 
 
 def test_a_piped_first_build_says_there_is_no_estimate():
@@ -248,7 +249,7 @@ def test_a_piped_first_build_says_there_is_no_estimate():
     lines = console.file.getvalue().splitlines()
     assert lines[0] == "step 3/5: compile (first build of this config: no estimate yet)"
     assert lines[1].startswith("compile: 29 objects, 30 s elapsed, ")
-    assert lines[1].endswith("(first build of this config: no estimate yet)")
+    assert lines[1].endswith("(first build of this config: no estimate yet); make -j2")
 
 
 def test_the_live_display_shows_the_steps_the_bar_and_the_last_make_lines():
@@ -266,6 +267,71 @@ def test_the_live_display_shows_the_steps_the_bar_and_the_last_make_lines():
     shown = [ln.strip() for ln in text.splitlines() if ln.strip().startswith("CC")]
     assert shown == [f"CC      drivers/x{i}.o" for i in range(295, 300)]
     assert view.console.file.getvalue() == ""  # nothing printed line by line meanwhile
+
+
+def with_memory(n: int, used_mib: int, limit_mib: int) -> str:
+    """n objects, with peak.sh's memory line every tenth."""
+    lines = many_objects(n).splitlines()
+    out = []
+    for i, line in enumerate(lines):
+        out.append(line)
+        if i and i % 10 == 0:
+            out.append(f"#12 {i}.5 lkbuild: memory in use: {used_mib + i} MiB of {limit_mib} MiB")
+    return "\n".join(out) + "\n"
+
+
+def test_the_memory_in_use_against_the_limit_shows_under_the_bar_and_in_the_summary():
+    clock = Clock()
+    view = ui.BuildView(progress.KERNEL, Console(file=io.StringIO()),
+                        Earlier(600, 600.0, 600), mode="live", clock=clock)
+    feed(view, with_memory(300, 3000, 8000), clock, 1.0)
+    console = Console(file=io.StringIO(), force_terminal=True, width=120, record=True)
+    console.print(view)
+    text = console.export_text()
+    assert "make -j2, memory in use 3.2 of 7.8 GiB" in text  # the last: 3000 + 300 MiB
+    assert "lkbuild: memory" not in text  # not shown among the make lines
+    assert view.tracker.note == "make -j2 X"  # nor taken for the step's note
+    summary = view.tracker.summary()
+    assert (summary.jobs, summary.memory_peak_mib, summary.memory_limit_mib) == (2, 3300, 8000)
+    assert summary.line().endswith("; -j2, peak memory in use 3.2 of 7.8 GiB")
+    data = summary.as_json()
+    assert data["memory_peak_mib"] == 3300 and data["memory_limit_mib"] == 8000
+
+
+def test_memory_near_the_limit_is_red_and_piped_progress_says_it_in_words():
+    view, console, clock = plain_view(Earlier(600, 600.0, 600))
+    feed(view, with_memory(100, 7300, 8000), clock, 1.0)
+    last = console.file.getvalue().splitlines()[-1]
+    assert last.endswith("; make -j2, memory in use 7.2 of 7.8 GiB")
+    assert ui.memory_style((7300, 8000)) == "bold red"
+    assert ui.memory_style((3000, 8000)) == "" and ui.memory_style(None) == ""
+
+
+def test_peak_sh_reports_the_memory_in_use_while_make_runs(tmp_path):
+    (tmp_path / "meminfo").write_text("MemTotal:        8192000 kB\nMemAvailable:    2048000 kB\n")
+    cgroup = tmp_path / "cg"
+    cgroup.mkdir()
+    (cgroup / "memory.max").write_text("max\n")
+    env = {"PATH": os.environ["PATH"], "LKBUILD_MEMINFO": str(tmp_path / "meminfo"),
+           "LKBUILD_CGROUP_ROOT": str(cgroup), "LKBUILD_MEMORY_EVERY": "0.2"}
+    script = ROOT / "kernel" / "scripts" / "peak.sh"
+    run = subprocess.run(["sh", str(script), str(tmp_path / "peak"), "sleep", "1"], env=env,
+                         capture_output=True, text=True, check=True)
+    lines = run.stdout.splitlines()
+    assert len(lines) >= 3
+    assert set(lines) == {"lkbuild: memory in use: 6000 MiB of 8000 MiB"}  # the machine's
+    assert int((tmp_path / "peak").read_text()) > 0
+    # A limited cgroup: its own use against its limit.
+    (cgroup / "memory.max").write_text(f"{2 * 2**30}\n")
+    (cgroup / "memory.current").write_text(f"{2**30}\n")
+    run = subprocess.run(["sh", str(script), str(tmp_path / "peak"), "sh", "-c",
+                          "sleep 0.5; exit 3"], env=env, capture_output=True, text=True)
+    assert run.returncode == 3  # make's exit code is kept
+    assert "lkbuild: memory in use: 1024 MiB of 2048 MiB" in run.stdout.splitlines()
+    tracker = Tracker(progress.KERNEL)
+    feed(tracker, "#12 [compile 1/1] RUN /lkbuild/compile.sh\n"
+         + "".join(f"#12 1.0 {line}\n" for line in lines))
+    assert tracker.memory == (6000, 8000)
 
 
 def test_the_live_display_outside_the_compile_says_the_step_and_its_note():
