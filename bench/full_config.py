@@ -118,10 +118,14 @@ def measure(label: str, arch: str, config: Path, work: Path) -> dict[str, Any]:
     common = ("--arch", arch, "--config", str(config), "--source", SOURCE)
     fragment = work / "one-option.fragment"
     fragment.write_text(ONE_OPTION)
+    jobs_dir = work / "cache" / "jobs"
+    shutil.rmtree(jobs_dir, ignore_errors=True)  # the measurements of the configs before
     try:
         with BusyCores() as cpu, MemoryPeak() as mem:
             cold_s, cold, proc = lkbuild("buildplainkernel", *common, env=env)
         assert not cold["skipped"], "the cold build was skipped"
+        # What the cold build measured of itself (the rebuild's config has its own record).
+        jobs_record = json.loads(next(jobs_dir.glob("*.json")).read_text())
         piped_lines = len(proc.stderr.splitlines())
         log_lines = len(Path(cold["log"]).read_text(errors="replace").splitlines())
         rebuild_s, rebuild, _ = lkbuild("buildplainkernel", *common, "--fragment",
@@ -129,9 +133,6 @@ def measure(label: str, arch: str, config: Path, work: Path) -> dict[str, Any]:
         assert not rebuild["skipped"], "the one-option rebuild was skipped"
         noop_s, noop, _ = lkbuild("buildplainkernel", *common, env=env)
         assert noop["skipped"], "the no-op build was not skipped"
-        record = next((work / "cache" / "jobs").glob("*.json"))
-        jobs_record = json.loads(record.read_text())
-        record.unlink()  # the next config's build starts without this one's measurement
         size = image_bytes(cold["refs"][0])
     finally:
         remove_images(ORG)

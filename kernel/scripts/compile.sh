@@ -49,8 +49,7 @@ echo "lkbuild: make took $(( $(date +%s) - started )) s"
 echo "lkbuild: $(find "$build" -name '*.o' | wc -l) objects in the build dir"
 # The disk this build holds (its build dir and unpacked source): the next build of it is
 # checked against this instead of a default.
-du -sk "$build" "$cache/src/$key" | awk '{kb += $1} END {print kb * 1024}' \
-  > "$out/facts/disk-bytes"
+/lkbuild/disk.sh "$build" "$cache/src/$key" > "$out/facts/disk-bytes"
 /lkbuild/unfinished.sh done "$build"
 
 release=$(make -s O="$build" $make_args kernelrelease)

@@ -303,3 +303,22 @@ def test_a_slow_storage_driver_is_named_with_its_cost_and_the_fix_that_would_wor
     on_zfs = resources.storage_check("vfs", "/srv/docker", "zfs")
     assert on_zfs.status == "warn" and "overlay2 does not run" in on_zfs.fix
     assert resources.storage_check("overlay2", "/var/lib/docker", "ext4").status == "ok"
+
+
+def test_a_build_larger_than_two_gib_records_its_disk_as_a_whole_number(tmp_path: Path) -> None:
+    import subprocess
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    du = bin_dir / "du"  # a full arm64 build: its build dir and unpacked source, in KiB
+    du.write_text("#!/bin/sh\nprintf '2500000\\t/cache/kbuild/k\\n1500000\\t/cache/src/k\\n'\n")
+    du.chmod(0o755)
+    mawk = shutil.which("mawk")  # what the build image's awk is
+    if mawk:
+        (bin_dir / "awk").symlink_to(mawk)
+    script = Path(__file__).parents[2] / "kernel" / "scripts" / "disk.sh"
+    out = subprocess.run(["sh", str(script), "/cache/kbuild/k", "/cache/src/k"],
+                         capture_output=True, text=True, check=True,
+                         env={"PATH": f"{bin_dir}:/usr/bin:/bin"}).stdout
+    assert out == f"{4_000_000 * 1024}\n"
+    assert out.strip().isdigit()  # what remember_jobs takes
