@@ -25,7 +25,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -36,7 +36,7 @@ import docker.errors
 import requests.exceptions
 import yaml
 
-from . import arch as archmod, ui
+from . import arch as archmod, progress, ui
 from .arch import Arch
 from .errors import BuildError, InfraError, LkbuildError, UserError
 
@@ -539,9 +539,47 @@ def _check_engine_arch(eng: Engine, host: Arch) -> None:
             "run bootstrap-image on a host of the engine's arch")
 
 
-def run_debootstrap(cmd: list[str], log: IO[bytes], env: dict[str, str]) -> tuple[int, str]:
-    """Run debootstrap, echoing each line to stderr and the log; return (exit code, output)."""
+DEBOOTSTRAP_STEPS = {"Retrieving": "retrieving", "Validating": "retrieving",
+                     "Extracting": "extracting", "Unpacking": "unpacking",
+                     "Configuring": "configuring"}
+"""debootstrap's per-package `I:` lines, by the step they belong to."""
+
+
+class DebootstrapSteps:
+    """debootstrap's hundreds of per-package lines as a line per step and a count every 30
+    seconds; its warnings and errors, and every other line, as they come."""
+
+    def __init__(self, say: Callable[[str], None],
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.say = say
+        self.clock = clock
+        self.step = ""
+        self.count = 0
+        self.started = clock()
+        self.throttle = progress.Throttle(progress.EVERY, clock)
+
+    def feed(self, line: str) -> None:
+        word = line[3:].split(" ", 1)[0] if line.startswith("I: ") else ""
+        step = DEBOOTSTRAP_STEPS.get(word, "")
+        if not step:
+            self.say(line)
+            return
+        if step != self.step:
+            self.step, self.count = step, 0
+            self.throttle.reset()
+            self.say(f"debootstrap: {step} packages")
+        self.count += 1
+        if self.throttle.due():
+            self.say(f"debootstrap: {step}: {self.count} packages, "
+                     f"{progress.duration(self.clock() - self.started)} elapsed")
+
+
+def run_debootstrap(cmd: list[str], log: IO[bytes], env: dict[str, str],
+                    verbose: bool = False) -> tuple[int, str]:
+    """Run debootstrap, its output to the log and, as steps (every line when verbose), to
+    stderr; return (exit code, output)."""
     lines: list[str] = []
+    shown = DebootstrapSteps(ui.info)
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, env=env)
     try:
@@ -551,7 +589,10 @@ def run_debootstrap(cmd: list[str], log: IO[bytes], env: dict[str, str]) -> tupl
             log.flush()
             line = raw.decode("utf-8", "replace").rstrip()
             lines.append(line)
-            ui.info(line)
+            if verbose:
+                ui.info(line)
+            else:
+                shown.feed(line)
         return proc.wait(), "\n".join(lines)
     finally:
         _stop(proc)
@@ -601,7 +642,7 @@ def bootstrap(settings: Settings, force: bool = False) -> str:
             ui.info(f"debootstrap {suite} ({host.name}, {len(rec.packages)} packages) from "
                     f"{mirror}; log: {log_path}")
             started = time.monotonic()
-            code, output = run_debootstrap(cmd, log, env)
+            code, output = run_debootstrap(cmd, log, env, settings.verbose)
             if code != 0:
                 raise explain_failure(output, mirror, suite, log_path, code)
             ui.info(f"debootstrap done in {time.monotonic() - started:.0f}s; trimming and "

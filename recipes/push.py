@@ -711,12 +711,15 @@ class Pusher:
                                  "than lkbuild remembered (nothing was pushed for it)",
                                  "push again: the digests are now up to date")
             p = fresh
-        for digest, size in missing:
-            assert p.exported is not None
-            ui.info(f"sending {digest[:19]} ({size / 1e6:.1f} MB) to {repo}")
-            with p.exported.files[digest].open("rb") as fh:
-                self.client.put_blob(repo, digest, size, fh)
-            self.cache.sent(self.client.host, repo, digest)
+        if missing:
+            layers = "a layer" if len(missing) == 1 else f"{len(missing)} layers"
+            with ui.transfer(f"sending {layers} of {p.image.local} to {repo}",
+                             sum(s for _, s in missing)) as moved:
+                for digest, size in missing:
+                    assert p.exported is not None
+                    with p.exported.files[digest].open("rb") as fh:
+                        self.client.put_blob(repo, digest, size, moved.reader(fh))
+                    self.cache.sent(self.client.host, repo, digest)
         if not self.client.has_blob(repo, p.image.image_id):
             self.client.put_blob(repo, p.image.image_id, len(p.config), p.config)
         return p
@@ -867,10 +870,17 @@ def _pull_one(settings: Settings, engine: Engine, client: Client, repo: str, tag
     platform = Platform.of(config)
     remote = f"{client.host}/{repo}" if client.host != registry.DOCKER_HUB else repo
     ui.info(f"pulling {remote}:{tag} ({platform})")
+    layers: dict[str, tuple[int, int]] = {}  # layer -> bytes downloaded, of its size
     try:
-        for _ in engine.client.api.pull(remote, tag=tag, stream=True, decode=True,
-                                        platform=str(platform)):
-            pass
+        with ui.transfer(f"pulling {remote}:{tag}") as moved:
+            for event in engine.client.api.pull(remote, tag=tag, stream=True, decode=True,
+                                                platform=str(platform)):
+                detail = event.get("progressDetail") or {}
+                if event.get("status") == "Downloading" and "current" in detail:
+                    layers[str(event.get("id"))] = (int(detail["current"]),
+                                                    int(detail.get("total") or 0))
+                    moved.update(sum(c for c, _ in layers.values()),
+                                 sum(t for _, t in layers.values()) or None)
     except Exception as exc:  # the SDK raises several unrelated types
         raise InfraError(f"pulling {remote}:{tag} into {engine.describe()} failed: "
                          f"{' '.join(str(exc).split())[:200]}",

@@ -9,6 +9,7 @@ engine, checked by ID.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -22,7 +23,17 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from . import buildx, kernel, module as modulemod, push as pushmod, resources, sources, ssh, ui
+from . import (
+    buildx,
+    kernel,
+    module as modulemod,
+    progress,
+    push as pushmod,
+    resources,
+    sources,
+    ssh,
+    ui,
+)
 from .arch import Arch, resolve
 from .engine import Engine, connect
 from .errors import InfraError, LkbuildError, UserError, VerifyError
@@ -150,12 +161,18 @@ class RemoteSession:
             b.local_output = self.build_dir / f"out-{self.steps}"  # type: ignore[assignment]
         argv = buildx.command(b, [])
         self.log.parent.mkdir(parents=True, exist_ok=True)
+        view = ui.current_view()
+        if view is not None:
+            view.start(argv)
         with self.log.open("a") as sink:
             sink.write("$ " + shlex.join(argv) + "\n")
 
             def line(text: str) -> None:
                 sink.write(text + "\n")
-                self.echo(text)
+                if view is not None:
+                    view.line(text)
+                else:
+                    self.echo(text)
 
             code, _ = self.remote.run(shlex.join(argv), on_line=line, check=False)
         kernel.check_exit(code, self.log, what)
@@ -431,6 +448,7 @@ class Outcome:
     error: str = ""
     module: str = ""
     pushed: list[str] = field(default_factory=list)
+    summary: progress.Summary | None = None  # the remote compile, when this one showed it
 
     @property
     def status(self) -> str:
@@ -443,7 +461,8 @@ class Outcome:
                 "module": self.module, "refs": self.refs, "image_id": self.image_id,
                 "status": self.status, "fetched": self.fetched, "pushed": self.pushed,
                 "sent_bytes": self.sent_bytes, "seconds": round(self.seconds, 2),
-                "log": self.log, "error": self.error}
+                "log": self.log, "error": self.error,
+                "summary": self.summary.as_json() if self.summary else None}
 
 
 @dataclass(frozen=True)
@@ -484,6 +503,9 @@ def build(settings: Settings, request: kernel.Request, target: Target, *, fetch:
     out = Outcome(request.version, p.arch.name, target.spec, wanted,
                   module=module.name if module else "")
     show = echo or (lambda text: ui.err.print(text, markup=False, style="dim"))
+    # One build: its progress as a local build shows it. Several at once (echo prefixes each
+    # line with its host): their lines, as they come.
+    view = echo is None
     r = open_host(target)
     if active is not None:
         active.add(r.conn)
@@ -493,7 +515,8 @@ def build(settings: Settings, request: kernel.Request, target: Target, *, fetch:
             ui.info(f"{p.refs[0]} is up to date on {r.describe()} (hash {p.digest})")
             out.skipped = True
         else:
-            out.sent_bytes, out.log = _run_build(settings, p, r, show, located)
+            out.sent_bytes, out.log, out.summary = _run_build(settings, p, r, show, located,
+                                                               view)
         groups = [p.refs] + ([p.builder_refs] if request.builder_image else [])
         if module is not None:
             result, sent = _run_module(settings, p, r, module, show)
@@ -522,7 +545,8 @@ def build(settings: Settings, request: kernel.Request, target: Target, *, fetch:
 
 
 def _run_build(settings: Settings, p: kernel.Plan, r: Host, show: Callable[[str], None],
-               located: sources.Located | None) -> tuple[int, str]:
+               located: sources.Located | None, view: bool = True
+               ) -> tuple[int, str, progress.Summary | None]:
     requested, model = kernel.job_request(settings, p)
     jobs = choose_jobs(r, requested, model)
     check_room(settings, r, kernel.jobs_key(p))
@@ -537,11 +561,21 @@ def _run_build(settings: Settings, p: kernel.Plan, r: Host, show: Callable[[str]
             sent = sync_context(r, ctx, Path(settings.cache_dir), build_dir, extra)
             session = RemoteSession(r.conn, {**base, "context": build_dir / "ctx"}, build_dir,
                                     log, show)
-            facts, _ = kernel.make_images(session, p, r.arch.platform)
+            # The estimate is this host's own: another machine compiles at another pace.
+            key = f"{kernel.progress_key(p, ctx)}-{r.describe()}"
+            shown = ui.build_view("kernel", settings.verbose,
+                                  progress.earlier(settings.cache_dir, key)) if view \
+                else contextlib.nullcontext(None)
+            with shown as progress_view:
+                facts, _ = kernel.make_images(session, p, r.arch.platform)
+            summary = progress_view.final if progress_view is not None else None
+            measured = progress_view.tracker.record() if progress_view is not None else None
+            if measured is not None:
+                progress.remember(settings.cache_dir, key, measured)
             kernel.remember_jobs(settings, p, facts, jobs)
         finally:
             _cleanup(r, build_dir)
-    return sent, str(log)
+    return sent, str(log), summary
 
 
 def _run_module(settings: Settings, p: kernel.Plan, r: Host, job: ModuleJob,

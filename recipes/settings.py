@@ -100,7 +100,8 @@ SETTINGS: tuple[Setting, ...] = (
             "where builds run: auto, local or a build host (empty: auto when build_hosts is "
             "set, else local)"),
     Setting("verbose", "bool", lambda: False,
-            "builds stream BuildKit's whole output to stderr instead of their progress"),
+            "builds (and bootstrap-image) stream their whole output to stderr instead of "
+            "their progress"),
     Setting("min_free_gb", "int", lambda: 30,
             "free disk a full kernel build needs, in GB (doctor and build preflight)"),
     Setting("desktop_disk_image", "path",

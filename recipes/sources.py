@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import hashlib
 import http.client
 import json
@@ -29,19 +28,10 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
-
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 
 from . import atomic, ui
 from .errors import InfraError, UserError, VerifyError
@@ -407,16 +397,6 @@ def _read_small(url: str, hint: str, missing: VerifyError | None = None) -> byte
     return data
 
 
-@contextlib.contextmanager
-def _progress(label: str, total: int | None) -> Iterator[Callable[[int], None]]:
-    """A download bar on stderr; rich shows nothing when stderr is not a terminal."""
-    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                  TransferSpeedColumn(), TimeRemainingColumn(), console=ui.err,
-                  transient=True, disable=not ui.err.is_terminal) as bar:
-        task = bar.add_task(label, total=total)
-        yield lambda n: bar.advance(task, n)
-
-
 def _download(url: str, dest: Path, hint: str) -> str:
     """Stream `url` into `dest`, returning the sha256 of what arrived."""
     h = hashlib.sha256()
@@ -424,7 +404,8 @@ def _download(url: str, dest: Path, hint: str) -> str:
     with _open(url, hint) as response:
         length = response.headers.get("Content-Length")
         total = int(length) if length and length.isdigit() else None
-        with dest.open("wb") as fh, _progress(url_file_name(url) or url, total) as advance:
+        with dest.open("wb") as fh, \
+                ui.transfer(f"downloading {url_file_name(url) or url}", total) as moved:
             while True:
                 try:
                     chunk = response.read1(CHUNK)
@@ -441,7 +422,7 @@ def _download(url: str, dest: Path, hint: str) -> str:
                                      "elsewhere") from None
                 h.update(chunk)
                 received += len(chunk)
-                advance(len(chunk))
+                moved.advance(len(chunk))
     if total is not None and received != total:
         raise InfraError(f"download of {url} broke off after {received} of {total} bytes",
                          hint)

@@ -634,6 +634,7 @@ def _load(remote: Remote, cmd: str, ref: str, engine: Any, expected: str,
                     elif finished[0]:
                         break
                 if data:
+                    moved.advance(len(data))
                     yield data
         finally:
             with cond:
@@ -645,11 +646,12 @@ def _load(remote: Remote, cmd: str, ref: str, engine: Any, expected: str,
 
     existed = engine.image(ref)
     try:
-        for reply in engine.client.api.load_image(chunks(), quiet=True):
-            if isinstance(reply, dict) and reply.get("error"):  # the engine's own refusal
-                raise refused(f"the local engine refused {ref} from {remote.spec}: "
-                              f"{' '.join(str(reply['error']).split())[:200]}",
-                              "nothing was kept")
+        with ui.transfer(f"fetching {ref} from {remote.spec}") as moved:
+            for reply in engine.client.api.load_image(chunks(), quiet=True):
+                if isinstance(reply, dict) and reply.get("error"):  # the engine's refusal
+                    raise refused(f"the local engine refused {ref} from {remote.spec}: "
+                                  f"{' '.join(str(reply['error']).split())[:200]}",
+                                  "nothing was kept")
     except BaseException as exc:
         _forget(engine, ref, existed)
         real = [f for f in failure if not isinstance(f, _Abandoned)]

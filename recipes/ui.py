@@ -13,11 +13,20 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 from rich.console import Console, Group, RenderableType
 from rich.errors import LiveError
 from rich.live import Live
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
@@ -256,3 +265,95 @@ def build_view(kind: str, raw: bool = False, earlier: progress.Earlier | None = 
         _view.reset(token)
     view.final = view.tracker.summary()
     view._say(view.final.line())
+
+
+# --- bytes on the move -----------------------------------------------------------------------
+
+class Transfer:
+    """Bytes of one transfer (a download, an image from a build host, layers to a registry).
+
+    On a terminal a bar with the rate and time left; elsewhere (a pipe, CI, --json) a line
+    every 30 seconds and one at the end, never a control code."""
+
+    def __init__(self, label: str, total: int | None, console: Console, live: bool,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.label = label
+        self.total = total
+        self.done = 0
+        self.console = console
+        self.clock = clock
+        self.started = clock()
+        self.throttle = progress.Throttle(progress.EVERY, clock)
+        self._bar: Progress | None = None
+        self._task: TaskID | None = None
+        if live:
+            self._bar = Progress(TextColumn("{task.description}"), BarColumn(),
+                                 DownloadColumn(), TransferSpeedColumn(),
+                                 TimeRemainingColumn(), console=console, transient=True)
+            self._task = self._bar.add_task(label, total=total)
+
+    def advance(self, n: int) -> None:
+        self.update(self.done + n)
+
+    def update(self, done: int, total: int | None = None) -> None:
+        """`done` bytes so far (of `total`, when it became known)."""
+        self.done = done
+        if total is not None:
+            self.total = total
+        if self._bar is not None and self._task is not None:
+            self._bar.update(self._task, completed=done, total=self.total)
+        elif self.throttle.due():
+            self._say(self.describe())
+
+    def reader(self, fh: BinaryIO) -> BinaryIO:
+        """fh, its reads counted here (what an HTTP client sends from)."""
+        return cast(BinaryIO, _Counted(fh, self))
+
+    def rate(self) -> float:
+        took = self.clock() - self.started
+        return self.done / took if took > 0 else 0.0
+
+    def describe(self) -> str:
+        """`fetching X: 120.3 MB of 681.0 MB, 45.1 MB/s`."""
+        of = f" of {size(self.total)}" if self.total else ""
+        return f"{self.label}: {size(self.done)}{of}, {size(int(self.rate()))}/s"
+
+    def finished(self) -> str:
+        took = self.clock() - self.started
+        return f"{self.label}: {size(self.done)} in {progress.duration(took)} " \
+            f"({size(int(self.rate()))}/s)"
+
+    def _say(self, text: str) -> None:
+        self.console.print(text, markup=False, highlight=False, style=None)
+
+
+class _Counted:
+    def __init__(self, fh: BinaryIO, moved: Transfer) -> None:
+        self._fh = fh
+        self._moved = moved
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._fh.read(n)
+        self._moved.advance(len(data))
+        return data
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._fh, name)
+
+
+@contextlib.contextmanager
+def transfer(label: str, total: int | None = None) -> Iterator[Transfer]:
+    """Show one transfer while it runs, then a line with its bytes, time and rate."""
+    t = Transfer(label, total, err, err.is_terminal and not _plain_progress)
+    if t._bar is not None:
+        try:
+            t._bar.start()
+        except LiveError:  # a build's live display holds the console: lines then
+            t._bar = None
+    try:
+        yield t
+    finally:
+        if t._bar is not None:
+            t._bar.stop()
+    if t.done:
+        t._say(t.finished())

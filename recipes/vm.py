@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import ui
+from . import progress, ui
 from .arch import Arch, host as host_arch
 from .errors import InfraError, UserError
 from .settings import Settings
@@ -39,6 +39,7 @@ MARK_BEGIN = "LKBUILD-VMTEST-BEGIN"
 MARK_RUN = "LKBUILD-VMTEST-RUN"
 MARK_PASS = "LKBUILD-VMTEST-PASS"
 MARK_FAIL = "LKBUILD-VMTEST-FAIL"
+LOADER = "lkbuild-loader: "
 LOADER_ERROR = "lkbuild-loader: error:"
 """How a module loader states a problem; the first one is the verdict's reason."""
 
@@ -527,6 +528,19 @@ def _short(text: str, limit: int = 160) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
+def step_of(line: str) -> str | None:
+    """What a person watching a boot wants of a console line (the kernel up, each command as
+    it starts, the module loader's own lines), or None."""
+    if MARK_BEGIN in line:
+        release, _, machine = _after(line, MARK_BEGIN).partition(" ")
+        return f"booted {release} ({machine})" if machine else f"booted {release}"
+    if MARK_RUN in line:
+        return "running " + _after(line, MARK_RUN)
+    if LOADER in line:
+        return line[line.index(LOADER):]
+    return None
+
+
 def _after(line: str, marker: str) -> str:
     return line[line.index(marker) + len(marker):].strip()
 
@@ -742,7 +756,14 @@ def boot(settings: Settings, ref_or_dir: str | Path, arch: Arch, *, timeout: flo
         log = _log_path(settings, files.release, arch)
         ui.info(f"booting {files.source} ({files.release}, {arch.name}) in qemu; "
                 f"console log {log}")
-        echo = (lambda line: ui.info(f"  | {line}")) if stream else None
+        started = time.monotonic()
+
+        def steps(line: str) -> None:
+            said = step_of(line)
+            if said:
+                ui.info(f"  {said} ({progress.duration(time.monotonic() - started)})")
+
+        echo = (lambda line: ui.info(f"  | {line}")) if stream else steps
         run = run_qemu(cmd, log, timeout, echo, on_start)
     ok, line = verdict(run.console, files.release, run.exited, timeout, run.seconds,
                        run.returncode, run.stderr.splitlines()[-1] if run.stderr else "",

@@ -96,14 +96,17 @@ def doctor(c: Context, context: str = "", json: bool = False) -> None:
     "mirror": "Debian mirror (default: setting debian_mirror)",
     "suite": "Debian suite (default: setting debian_suite)",
     "force": "rebuild even when an image with the same recipe exists",
+    "verbose": "stream debootstrap's every line instead of its steps (default: setting "
+               "verbose); the log holds them either way",
 })
 @edge
 def bootstrap_image(c: Context, name: str = "", mirror: str = "", suite: str = "",
-                    force: bool = False) -> None:
+                    force: bool = False, verbose: bool = False) -> None:
     """Make the offline build image from a Debian mirror (debootstrap + import)."""
     from recipes import buildimage
 
-    s = settings(bootstrap_image=name, debian_mirror=mirror, debian_suite=suite)
+    s = settings(bootstrap_image=name, debian_mirror=mirror, debian_suite=suite,
+                 verbose=verbose or None)
     ui.result(buildimage.bootstrap(s, force=force))
 
 

@@ -39,6 +39,8 @@ from .kernel_tasks import BUILD_HELP, build_args_of, check_jobs
     "registry": "registry host[:port] for --push (default: setting registry)",
     "force_push": "with --push, move tags that hold other content",
     "json": "print JSON (host, refs, image id, status, seconds, bytes sent) instead of a table",
+    "verbose": "stream the remote BuildKit's whole output (every make line) instead of the "
+               "progress (default: setting verbose); the build's log holds it either way",
 }, iterable=["host", "version", "arch", "fragment", "build_arg"])
 @edge
 def remote_build(c: Context, host: list[str] | None = None, version: list[str] | None = None,
@@ -51,7 +53,7 @@ def remote_build(c: Context, host: list[str] | None = None, version: list[str] |
                  build_arg: list[str] | None = None, module: str = "", module_version: str = "",
                  module_source: str = "", push: bool = False, registry: str = "",
                  force_push: bool = False, strict_config: bool = False,
-                 json: bool = False) -> None:
+                 json: bool = False, verbose: bool = False) -> None:
     """Build kernels (and modules) on Linux hosts over SSH (only Docker and buildx there)."""
     from recipes import fanout, kernel, remote, ssh
 
@@ -65,7 +67,7 @@ def remote_build(c: Context, host: list[str] | None = None, version: list[str] |
         ssh.parse_host(h)
     if force_push and not push:
         raise UserError("--force-push needs --push")
-    s = settings(kernel_dir=kernel_dir)
+    s = settings(kernel_dir=kernel_dir, verbose=verbose or None)
     push_to = settings(kernel_dir=kernel_dir, registry=registry) if push else None
     if push_to is not None:  # a bad registry name fails before any build
         from recipes import push as pushmod

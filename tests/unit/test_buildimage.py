@@ -398,3 +398,22 @@ def test_removing_a_work_dir_removes_it_whole(tmp_path):
     buildimage.remove_tree(work)
     assert not work.exists() and tmp_path.exists()
     buildimage.remove_tree(work)
+
+
+def test_debootstraps_package_lines_become_a_line_per_step_and_a_count_every_thirty_seconds():
+    now = [0.0]
+    said: list[str] = []
+    steps = buildimage.DebootstrapSteps(said.append, clock=lambda: now[0])
+    steps.feed("I: Retrieving InRelease")
+    lines = [f"I: {verb} pkg{i}" for verb in ("Retrieving", "Validating") for i in range(40)]
+    lines += [f"I: Unpacking pkg{i}..." for i in range(100)]
+    lines += ["W: Failure trying to run: chroot x", "I: Configuring pkg1..."]
+    for line in lines:
+        now[0] += 0.5
+        steps.feed(line)
+    assert said == ["debootstrap: retrieving packages",
+                    "debootstrap: retrieving: 61 packages, 30 s elapsed",
+                    "debootstrap: unpacking packages",
+                    "debootstrap: unpacking: 61 packages, 1 min elapsed",
+                    "W: Failure trying to run: chroot x",
+                    "debootstrap: configuring packages"]

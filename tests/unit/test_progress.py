@@ -407,3 +407,42 @@ def test_a_build_inside_another_builds_view_leaves_the_showing_to_it():
             assert outer is not None and inner is None and ui.current_view() is outer
     finally:
         ui.err = saved
+
+
+def test_a_piped_transfer_says_its_bytes_and_rate_every_thirty_seconds_and_at_the_end():
+    clock = Clock()
+    console = Console(file=io.StringIO(), width=200)
+    moved = ui.Transfer("sending 2 layers of k to r", 600_000_000, console, live=False,
+                        clock=clock)
+    for _ in range(60):  # 10 MB a second for a minute
+        clock.now += 1.0
+        moved.advance(10_000_000)
+    assert console.file.getvalue().splitlines() == [
+        "sending 2 layers of k to r: 300.0 MB of 600.0 MB, 10.0 MB/s",
+        "sending 2 layers of k to r: 600.0 MB of 600.0 MB, 10.0 MB/s"]
+    assert moved.finished() == "sending 2 layers of k to r: 600.0 MB in 1 min (10.0 MB/s)"
+    moved.update(50, total=100)  # a pull learns its layers' sizes as it goes
+    assert moved.total == 100
+
+
+def test_a_transfer_counts_what_an_http_client_reads_from_the_file(tmp_path):
+    blob = tmp_path / "layer"
+    blob.write_bytes(b"x" * 100_000)
+    moved = ui.Transfer("t", None, Console(file=io.StringIO()), live=False)
+    with blob.open("rb") as fh:
+        reader = moved.reader(fh)
+        while reader.read(8192):
+            pass
+        assert reader.fileno() == fh.fileno()  # what requests sizes a body by
+    assert moved.done == 100_000 and moved.describe().startswith("t: 100.0 kB, ")
+
+
+def test_a_transfer_on_a_pipe_never_writes_a_control_code():
+    code = ("from recipes import ui\n"
+            "with ui.transfer('fetching x', 1000) as t:\n"
+            "    t.advance(1000)\n")
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, env={**os.environ, "TERM": "xterm-256color"})
+    assert run.returncode == 0, run.stderr
+    assert "\x1b" not in run.stderr
+    assert run.stderr.startswith("fetching x: 1.0 kB in 0 s (")

@@ -515,3 +515,14 @@ def test_the_console_tail_leaves_out_the_framing_lines(tmp_path):
                     b"--- qemu exited 0 after 1.00s\n")
     assert vm.console_tail(log, 2) == ["two", "three"]
     assert vm.console_tail(tmp_path / "missing") == []
+
+
+@pytest.mark.parametrize("line,said", [
+    (f"[    0.9] {vm.MARK_BEGIN} 6.12.118-linuxkit x86_64", "booted 6.12.118-linuxkit (x86_64)"),
+    (f"{vm.MARK_RUN} 1: /lkbuild/load.sh", "running 1: /lkbuild/load.sh"),
+    ("lkbuild-loader: loaded sctp", "lkbuild-loader: loaded sctp"),
+    ("lkbuild-loader: error: sctp: Unknown symbol", "lkbuild-loader: error: sctp: Unknown symbol"),
+    ("[    0.5] Freeing unused kernel memory: 1024K", None),
+])
+def test_a_boot_on_a_pipe_shows_the_kernel_up_each_command_and_the_loaders_lines(line, said):
+    assert vm.step_of(line) == said
