@@ -22,7 +22,18 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from . import buildx, context, intree, kconfig, kconfig_tree, kernel, modrecipe, sources, ui
+from . import (
+    buildx,
+    context,
+    intree,
+    kconfig,
+    kconfig_tree,
+    kernel,
+    modrecipe,
+    progress,
+    sources,
+    ui,
+)
 from .arch import Arch, host, resolve
 from .diagnose import diagnose_file, error_lines, step_error
 from .engine import Engine, Images
@@ -458,13 +469,15 @@ class Result:
     skipped: bool
     seconds: float
     log: str = ""
+    summary: progress.Summary | None = None  # the build's, when this one showed it
 
     def as_json(self) -> dict[str, Any]:
         return {"module": self.module, "version": self.version, "arch": self.arch,
                 "release": self.release, "vermagic": self.vermagic, "kernel": self.kernel,
                 "refs": self.refs, "loader_refs": self.loader_refs, "modules": self.modules,
                 "hash": self.digest, "skipped": self.skipped,
-                "seconds": round(self.seconds, 2), "log": self.log}
+                "seconds": round(self.seconds, 2), "log": self.log,
+                "summary": self.summary.as_json() if self.summary else None}
 
 
 def repository(settings: Settings, module: Module) -> str:
@@ -714,11 +727,15 @@ def build(settings: Settings, request: Request,
             return done
     jobs = where.jobs(request.jobs or settings.jobs)
     log = log_path(settings, module, arch)
+    # What the next build's estimate comes from: this module, version and arch (the kernel's
+    # config changes its object count little).
+    key = f"module-{module.name}-{module.version}-{arch.name}"
     ctx = Path(settings.cache_dir) / "context" / \
         f"module-{kernel.cache_scope(settings.cache_id)}-{module.name}-{arch.name}"
     with context.locked(ctx, f"module {module.name} for {arch.name}"), \
             tempfile.TemporaryDirectory(prefix="lkbuild-") as tmp, \
-            ui.build_view("module", settings.verbose or runner is not None):
+            ui.build_view("module", settings.verbose or runner is not None,
+                          progress.earlier(settings.cache_dir, key)) as view:
         stage(ctx, module, p.src, p.steps, p.busybox)
         args = {"KERNEL_IMAGE": target.ref, "BUILDER_IMAGE": target.builder,
                 "TOOLCHAIN": p.toolchain, "LK_ARCH": arch.kernel_arch,
@@ -801,9 +818,13 @@ def build(settings: Settings, request: Request,
              rerun=rerun)
         step("packaging the loader image", target="loader", labels=labels, tags=loader_refs,
              rerun=rerun)
+    measured = view.tracker.record() if view is not None else None
+    if measured is not None:
+        progress.remember(settings.cache_dir, key, measured)
     return Result(module.name, module.version, arch.name, release, words(kernel_vermagic),
                   target.ref, refs, loader_refs, names.split(), p.digest, False,
-                  time.monotonic() - started, str(log))
+                  time.monotonic() - started, str(log),
+                  summary=view.final if view is not None else None)
 
 
 def prepare_in_tree(p: Plan, ctx: Path, facts_dir: Path) -> Module:

@@ -98,6 +98,14 @@ class Recipe:
     steps: tuple[str, ...]
     rules: tuple[Rule, ...]
     compile: str = "compile"
+    # compile.sh says make's seconds and the objects its build dir holds; otherwise the
+    # compile step's time and the objects it made are what the next build expects.
+    reports: bool = False
+    subject: str = "this config"  # what an estimate comes from the last build of
+
+    @property
+    def first_build(self) -> str:
+        return f"first build of {self.subject}: no estimate yet"
 
 
 KERNEL = Recipe(
@@ -110,7 +118,8 @@ KERNEL = Recipe(
         Rule("compile", line=r"^lkbuild: make -j"),
         Rule("package", line=r"^lkbuild: packaging"),
         Rule("images", vertex=r"^\[(kernel|builder) |^exporting to image"),
-    ))
+    ),
+    reports=True)
 
 MODULE = Recipe(
     steps=("headers", "compile", "images"),
@@ -118,7 +127,8 @@ MODULE = Recipe(
         Rule("headers", vertex=r"load build context|^\[kdev|^\[kfacts"),
         Rule("compile", vertex=r"^\[compile "),
         Rule("images", vertex=r"^\[(modules|loader) |^exporting to image"),
-    ))
+    ),
+    subject="this module")
 
 _MAKE_TOOK = re.compile(r"^lkbuild: make took (\d+) s$")
 _MAKE_JOBS = re.compile(r"^lkbuild: make -j(\d+) ")
@@ -250,7 +260,12 @@ class Tracker:
 
     def record(self) -> Earlier | None:
         """What the next build of this config estimates from; None when make did not run."""
-        if self.compile_cached or self.make_seconds is None or not self.build_dir_objects:
+        if self.compile_cached:
+            return None
+        if not self.recipe.reports:
+            seconds = self.summary().steps.get(self.recipe.compile, 0.0)
+            return Earlier(self.objects, seconds, self.objects) if self.objects else None
+        if self.make_seconds is None or not self.build_dir_objects:
             return None
         return Earlier(self.build_dir_objects, float(self.make_seconds), self.objects)
 
@@ -281,12 +296,12 @@ class Forecast:
     def rate(self) -> float:
         return self.done / self.elapsed if self.elapsed > 0 else 0.0
 
-    def describe(self) -> str:
+    def describe(self, first: str = FIRST_BUILD) -> str:
         """`4629/9619 objects, 21 min elapsed, about 22 min left`, or the first build's
         count and rate."""
         took = f"{duration(self.elapsed)} elapsed"
         if self.total is None:
-            return f"{self.done} objects, {took}, {self.rate:.1f} objects/s ({FIRST_BUILD})"
+            return f"{self.done} objects, {took}, {self.rate:.1f} objects/s ({first})"
         left = "almost done" if not self.left or self.left < 1 else \
             f"about {duration(self.left)} left"
         return f"{self.done}/{self.total} objects, {took}, {left}"

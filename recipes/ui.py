@@ -164,9 +164,10 @@ class BuildView:
         if t.step != t.recipe.compile or not self.estimate:
             return ""
         if self.earlier is None:
-            return f" ({progress.FIRST_BUILD})"
+            return f" ({t.recipe.first_build})"
         return (f" (expecting {self.earlier.objects} objects in about "
-                f"{progress.duration(self.earlier.seconds)}, as the last build of this config)")
+                f"{progress.duration(self.earlier.seconds)}, as the last build of "
+                f"{t.recipe.subject})")
 
     def forecast(self) -> progress.Forecast:
         t = self.tracker
@@ -178,9 +179,9 @@ class BuildView:
         step its time and what it last said."""
         t = self.tracker
         if t.step == t.recipe.compile and not t.compile_cached:
-            text = self.forecast().describe()
+            text = self.forecast().describe(t.recipe.first_build)
             if not self.estimate:
-                text = text.replace(f" ({progress.FIRST_BUILD})", "")
+                text = text.replace(f" ({t.recipe.first_build})", "")
             used = t.resources()
             return f"{t.step}: {text}" + (f"; {used}" if used else "")
         note = f" ({t.note})" if t.note else ""
@@ -211,9 +212,9 @@ def render(view: BuildView) -> RenderableType:
         bar = Table.grid(padding=(0, 1))
         bar.add_column(width=40)
         bar.add_column()
-        text = f.describe()
+        text = f.describe(t.recipe.first_build)
         if not view.estimate:
-            text = text.replace(f" ({progress.FIRST_BUILD})", "")
+            text = text.replace(f" ({t.recipe.first_build})", "")
         bar.add_row(ProgressBar(total=f.total, completed=f.done, width=40),
                     Text(text))
         rows.append(bar)
@@ -240,7 +241,7 @@ def build_view(kind: str, raw: bool = False, earlier: progress.Earlier | None = 
         yield None
         return
     mode = "raw" if raw else "live" if err.is_terminal and not _plain_progress else "plain"
-    view = BuildView(RECIPES[kind], err, earlier, estimate=kind == "kernel", mode=mode)
+    view = BuildView(RECIPES[kind], err, earlier, mode=mode)
     token = _view.set(view)
     display = Live(view, console=err, refresh_per_second=4, transient=True,
                    redirect_stdout=False, redirect_stderr=False) if mode == "live" else None

@@ -446,3 +446,37 @@ def test_a_transfer_on_a_pipe_never_writes_a_control_code():
     assert run.returncode == 0, run.stderr
     assert "\x1b" not in run.stderr
     assert run.stderr.startswith("fetching x: 1.0 kB in 0 s (")
+
+
+MODULE_RUN = """\
+#3 [kfacts 2/2] RUN /lkbuild/kfacts.sh
+#3 DONE 1.0s
+#7 [compile 3/3] RUN /lkbuild/build.sh
+#7 0.5 checking for gcc... gcc
+""" + "".join(f"#7 {30 + i}.0   CC [M]  /src/module/zfs/f{i}.o\n" for i in range(120)) + """\
+#7 DONE 150.0s
+#9 [modules 1/1] COPY --from=built /out/root /
+#9 DONE 0.1s
+"""
+
+
+def test_a_module_build_is_estimated_from_the_last_build_of_that_module(tmp_path):
+    view, console, clock = plain_view()
+    view = ui.BuildView(progress.MODULE, console, None, mode="plain", clock=clock)
+    feed(view, MODULE_RUN, clock, 1.0)
+    first = console.file.getvalue().splitlines()
+    assert first[1] == "step 2/3: compile (first build of this module: no estimate yet)"
+    measured = view.tracker.record()
+    assert measured == Earlier(120, 123.0, 120)  # the compile step's time, by the clock
+    progress.remember(tmp_path, "module-zfs-2.3.2-amd64", measured)
+    earlier = progress.earlier(tmp_path, "module-zfs-2.3.2-amd64")
+    again = ui.BuildView(progress.MODULE, Console(file=io.StringIO(), width=200), earlier,
+                         mode="plain", clock=clock)
+    feed(again, MODULE_RUN.split("#7 90.0")[0], clock, 1.0)
+    lines = again.console.file.getvalue().splitlines()
+    assert lines[1] == ("step 2/3: compile (expecting 120 objects in about 2 min, as the last "
+                        "build of this module)")
+    assert lines[-1].startswith("compile: 59/120 objects, ") and "left" in lines[-1]
+    cached = Tracker(progress.MODULE)
+    feed(cached, "#7 [compile 3/3] RUN /lkbuild/build.sh\n#7 CACHED\n")
+    assert cached.record() is None  # BuildKit's cache made it: no pace to learn
