@@ -15,8 +15,12 @@ import docker
 import pytest
 
 from tests.integration.kernels import (
+    DEBIAN_SOURCE,
     ORG,
     OTHER_VARIANT,
+    ROOT,
+    SCOPE,
+    config_body,
     image_files,
     labels,
     lkbuild,
@@ -211,6 +215,32 @@ def test_openzfs_builds_from_zfs_dkms_and_spl_and_zfs_load_in_qemu(small_kernel,
     assert result["refs"][1] == f"{ORG}/zfs:2.3.2-{kernel['release']}-amd64"
     boot = lkbuild(kernel_cache, "vmtest", "--kernel", kernel["refs"][0], "--arch", "amd64",
                    "--module", result["loader_refs"][0], "--json", "--timeout", "300")
+    assert boot.code == 0, boot.err[-3000:]
+    console = Path(boot.json()["log"]).read_text(errors="replace")
+    assert "lkbuild-loader: loaded spl" in console and "lkbuild-loader: loaded zfs" in console
+    assert re.search(r"ZFS: Loaded module v2\.3\.2", console), console[-3000:]
+
+
+@pytest.mark.full
+@pytest.mark.skipif(not ZFS_SOURCE.is_file(), reason="scripts/setup-debian.sh fetches it")
+def test_openzfs_builds_against_the_shipped_arm64_config_and_loads_in_qemu(kernel_cache, kver):
+    """The kernel `inv build --arch arm64` makes with no --config (the series' container-host
+    config, cross-built: about 25 minutes on 2 cores), OpenZFS against it, and spl and zfs
+    loaded from its loader image in qemu booted with that kernel."""
+    env = {"LKBUILD_CACHE_ID": f"{SCOPE}-shipped"}  # a full build dir of its own
+    built = lkbuild(kernel_cache, "build", "--version", kver, "--arch", "arm64", "--source",
+                    str(DEBIAN_SOURCE), "--json", env=env, timeout=5400)
+    assert built.code == 0, built.err[-3000:]
+    (kernel,) = built.json()
+    assert config_body(image_files(kernel["refs"][0])["config"]) == \
+        config_body((ROOT / "kernel" / "6.12.x" / "config-aarch64").read_text())
+    run = lkbuild(kernel_cache, "buildmodule", "--kernel", kernel["refs"][0], "--module", "zfs",
+                  "--module-source", str(ZFS_SOURCE), "--json", env=env, timeout=2400)
+    assert run.code == 0, run.err[-3000:]
+    result = run.json()
+    assert result["modules"] == ["spl", "zfs"] and result["arch"] == "arm64"
+    boot = lkbuild(kernel_cache, "vmtest", "--kernel", kernel["refs"][0], "--arch", "arm64",
+                   "--module", result["loader_refs"][0], "--json", "--timeout", "600", env=env)
     assert boot.code == 0, boot.err[-3000:]
     console = Path(boot.json()["log"]).read_text(errors="replace")
     assert "lkbuild-loader: loaded spl" in console and "lkbuild-loader: loaded zfs" in console
