@@ -134,6 +134,7 @@ _MAKE_TOOK = re.compile(r"^lkbuild: make took (\d+) s$")
 _MAKE_JOBS = re.compile(r"^lkbuild: make -j(\d+) ")
 _MEMORY = re.compile(r"^lkbuild: memory in use: (\d+) MiB of (\d+) MiB$")
 _IN_BUILD_DIR = re.compile(r"^lkbuild: (\d+) objects in the build dir$")
+_BEFORE_MAKE = re.compile(r"^lkbuild: (\d+) objects in the build dir before make$")
 
 
 class Tracker:
@@ -154,6 +155,7 @@ class Tracker:
         self.compile_started: float | None = None
         self.make_seconds: int | None = None  # what compile.sh measured
         self.build_dir_objects: int | None = None  # what compile.sh counted after make
+        self.objects_before: int | None = None  # and before it: more than none, a rebuild
         self.compile_cached = False
         self.tail: deque[str] = deque(maxlen=tail)
         self.note = ""  # the last `lkbuild:` line a step printed
@@ -215,6 +217,9 @@ class Tracker:
             jobs = _MAKE_JOBS.match(text)
             if jobs:
                 self.jobs = int(jobs.group(1))
+            before = _BEFORE_MAKE.match(text)
+            if before:
+                self.objects_before = int(before.group(1))
             took, counted = _MAKE_TOOK.match(text), _IN_BUILD_DIR.match(text)
             if took:
                 self.make_seconds = int(took.group(1))
@@ -249,6 +254,11 @@ class Tracker:
         return Summary(self.elapsed(), seconds, self.objects, self.build_dir_objects,
                        self.make_seconds, self.compile_cached, self.jobs,
                        self.memory_peak or None, limit)
+
+    @property
+    def rebuild(self) -> bool:
+        """make started on a build dir that held objects: it recompiles what changed."""
+        return bool(self.objects_before)
 
     def resources(self) -> str:
         """`make -j2, memory in use 3.1 of 7.8 GiB`: what a person checks when a build
@@ -291,6 +301,7 @@ class Forecast:
     elapsed: float
     total: int | None  # None: no earlier build to know it from
     left: float | None
+    held: int = 0  # the objects a rebuild's build dir held: no total or time left then
 
     @property
     def rate(self) -> float:
@@ -300,6 +311,9 @@ class Forecast:
         """`4629/9619 objects, 21 min elapsed, about 22 min left`, or the first build's
         count and rate."""
         took = f"{duration(self.elapsed)} elapsed"
+        if self.held:
+            return (f"{self.done} objects recompiled, {took} (a rebuild: make recompiles what "
+                    f"changed of the {self.held} in the build dir)")
         if self.total is None:
             return f"{self.done} objects, {took}, {self.rate:.1f} objects/s ({first})"
         left = "almost done" if not self.left or self.left < 1 else \
@@ -307,10 +321,13 @@ class Forecast:
         return f"{self.done}/{self.total} objects, {took}, {left}"
 
 
-def forecast(done: int, elapsed: float, earlier: Earlier | None) -> Forecast:
+def forecast(done: int, elapsed: float, earlier: Earlier | None, held: int = 0) -> Forecast:
     """Objects done out of the earlier build's count, and the time left: at first the
     earlier build's pace per object, then more and more this build's own (the machine may be
-    busier or idler than it was), weighted by how far the build is."""
+    busier or idler than it was), weighted by how far the build is. A rebuild (its build dir
+    `held` objects) has neither: what changed decides."""
+    if held:
+        return Forecast(done, elapsed, None, None, held)
     if earlier is None or earlier.objects <= 0:
         return Forecast(done, elapsed, None, None)
     total = max(earlier.objects, done)

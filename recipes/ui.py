@@ -148,7 +148,7 @@ class BuildView:
 
     def _plain(self) -> None:
         t = self.tracker
-        if t.step != self._shown_step:
+        if t.step != self._shown_step and not self._waiting(t):
             self._shown_step = t.step
             self.throttle.reset()
             self._say(f"step {t.recipe.steps.index(t.step) + 1}/{len(t.recipe.steps)}: "
@@ -156,13 +156,22 @@ class BuildView:
         if t.compile_cached and not self._said_cached:
             self._said_cached = True
             self._say(f"{t.step}: cached (BuildKit reused an earlier compile of these inputs)")
-        if t.step and self.throttle.due():
+        if t.step and t.step == self._shown_step and self.throttle.due():
             self._say(self.status())
+
+    @staticmethod
+    def _waiting(t: progress.Tracker) -> bool:
+        """A kernel's compile step is named once compile.sh has said whether its build dir
+        held objects (a rebuild has no estimate), or BuildKit's cache gave it."""
+        return t.recipe.reports and t.step == t.recipe.compile and t.objects_before is None \
+            and not t.compile_cached and t.make_seconds is None and not t.objects
 
     def _expectation(self) -> str:
         t = self.tracker
         if t.step != t.recipe.compile or not self.estimate:
             return ""
+        if t.rebuild:
+            return f" (a rebuild: the build dir holds {t.objects_before} objects)"
         if self.earlier is None:
             return f" ({t.recipe.first_build})"
         return (f" (expecting {self.earlier.objects} objects in about "
@@ -172,7 +181,8 @@ class BuildView:
     def forecast(self) -> progress.Forecast:
         t = self.tracker
         return progress.forecast(t.objects, t.compile_elapsed(),
-                                 self.earlier if self.estimate else None)
+                                 self.earlier if self.estimate else None,
+                                 t.objects_before or 0)
 
     def status(self) -> str:
         """`compile: 4629/9619 objects, 21 min elapsed, about 22 min left`; in another

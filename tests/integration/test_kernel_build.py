@@ -164,8 +164,14 @@ def test_a_piped_build_prints_plain_progress_and_a_summary_and_logs_every_make_l
         assert built["summary"]["objects_compiled"] == len(objects)
         compile_line = next(ln for ln in plain_progress(first.err)
                             if ln.startswith("step 3/5: compile"))
-        assert "first build of this config: no estimate yet" in compile_line or \
-            re.search(r"expecting \d+ objects in about ", compile_line), compile_line
+        held = re.search(r"^#\d+ [\d.]+ lkbuild: (\d+) objects in the build dir before make$",
+                         log, re.M)
+        assert held, "compile.sh did not say what the build dir held"
+        if int(held.group(1)):  # the session's build dir: make recompiles what changed
+            assert f"(a rebuild: the build dir holds {held.group(1)} objects)" in compile_line
+        else:
+            assert "first build of this config: no estimate yet" in compile_line or \
+                re.search(r"expecting \d+ objects in about ", compile_line), compile_line
         assert f"{objects_in(log)} objects in the build dir" in log
         assert "objects compiled" in plain_progress(first.err)[-1]
     assert cached["summary"]["cache_reused"] is True

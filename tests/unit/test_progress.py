@@ -227,7 +227,8 @@ def plain_view(earlier: Earlier | None = None) -> tuple[ui.BuildView, Console, C
 
 
 def many_objects(n: int) -> str:
-    head = "#12 [compile 1/1] RUN /lkbuild/compile.sh /cache\n#12 0.1 lkbuild: make -j2 X\n"
+    head = ("#12 [compile 1/1] RUN /lkbuild/compile.sh /cache\n#12 0.1 lkbuild: make -j2 X\n"
+            "#12 0.2 lkbuild: 0 objects in the build dir before make\n")
     return head + "".join(f"#12 {i}.0   CC      drivers/x{i}.o\n" for i in range(n))
 
 
@@ -239,7 +240,7 @@ def test_piped_progress_is_a_line_per_step_and_one_every_thirty_seconds():
                         "last build of this config)")
     progress_lines = lines[1:]
     assert len(progress_lines) == 10  # 300 s / 30 s
-    assert progress_lines[-1] == ("compile: 299/600 objects, 5 min elapsed, about 5 min left; "
+    assert progress_lines[-1] == ("compile: 300/600 objects, 5 min elapsed, about 5 min left; "
                                   "make -j2")
 
 
@@ -248,7 +249,7 @@ def test_a_piped_first_build_says_there_is_no_estimate():
     feed(view, many_objects(40), clock, 1.0)
     lines = console.file.getvalue().splitlines()
     assert lines[0] == "step 3/5: compile (first build of this config: no estimate yet)"
-    assert lines[1].startswith("compile: 29 objects, 30 s elapsed, ")
+    assert lines[1].startswith("compile: 30 objects, 32 s elapsed, ")
     assert lines[1].endswith("(first build of this config: no estimate yet); make -j2")
 
 
@@ -290,7 +291,7 @@ def test_the_memory_in_use_against_the_limit_shows_under_the_bar_and_in_the_summ
     text = console.export_text()
     assert "make -j2, memory in use 3.2 of 7.8 GiB" in text  # the last: 3000 + 300 MiB
     assert "lkbuild: memory" not in text  # not shown among the make lines
-    assert view.tracker.note == "make -j2 X"  # nor taken for the step's note
+    assert view.tracker.note == "0 objects in the build dir before make"  # nor the note
     summary = view.tracker.summary()
     assert (summary.jobs, summary.memory_peak_mib, summary.memory_limit_mib) == (2, 3300, 8000)
     assert summary.line().endswith("; -j2, peak memory in use 3.2 of 7.8 GiB")
@@ -480,3 +481,29 @@ def test_a_module_build_is_estimated_from_the_last_build_of_that_module(tmp_path
     cached = Tracker(progress.MODULE)
     feed(cached, "#7 [compile 3/3] RUN /lkbuild/build.sh\n#7 CACHED\n")
     assert cached.record() is None  # BuildKit's cache made it: no pace to learn
+
+
+def test_a_rebuild_says_it_recompiles_what_changed_instead_of_a_cold_builds_estimate():
+    view, console, clock = plain_view(Earlier(3674, 1424.0, 3665))
+    rebuild = ("#12 [compile 1/1] RUN /lkbuild/compile.sh /cache\n"
+               "#12 0.1 lkbuild: make -j2 X\n"
+               "#12 1.0 lkbuild: 3674 objects in the build dir before make\n"
+               + "".join(f"#12 {2 + i}.0   CC      kernel/printk/p{i}.o\n" for i in range(40)))
+    feed(view, rebuild, clock, 1.0)
+    lines = console.file.getvalue().splitlines()
+    assert lines[0] == "step 3/5: compile (a rebuild: the build dir holds 3674 objects)"
+    assert lines[1].startswith("compile: 30 objects recompiled, 32 s elapsed (a rebuild: make "
+                               "recompiles what changed of the 3674 in the build dir)")
+    assert "left" not in console.file.getvalue()
+    live = Console(file=io.StringIO(), force_terminal=True, width=160, record=True)
+    live.print(view)
+    assert "40 objects recompiled" in live.export_text()
+
+
+def test_the_compile_step_is_named_once_compile_sh_says_what_the_build_dir_held():
+    view, console, clock = plain_view(Earlier(600, 600.0, 600))
+    feed(view, "#12 [compile 1/1] RUN /lkbuild/compile.sh /cache\n#12 0.1 lkbuild: make -j2 X\n",
+         clock, 20.0)
+    assert console.file.getvalue() == ""  # not yet: a rebuild would be named otherwise
+    view.line("#12 40.0 lkbuild: 0 objects in the build dir before make")
+    assert console.file.getvalue().startswith("step 3/5: compile (expecting 600 objects")
