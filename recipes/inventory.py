@@ -4,11 +4,13 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from . import kernel, module, ui
+from . import kconfig, kernel, module, ui
 from .arch import resolve
 from .errors import InfraError
+from .modrecipe import in_tree_status
 from .series import KernelTree, bump_version, parse_version, series_of, start_series
 from .settings import Settings
 
@@ -138,13 +140,17 @@ def kernels(settings: Settings, version: str = "", arch_name: str = "",
             digest = None
             image = None
             built = None
+            # What a kernel of this config has of the in-tree recipes' modules (sctp: built-in,
+            # module or missing), before anyone builds it.
+            has = in_tree_status(Path(settings.module_dir),
+                                 kconfig.parse(series.config(arch).read_text()))
             if have_source:
                 p = kernel.plan(settings, kernel.Request(version=kver, arch=arch,
                                                          source=source or None))
                 digest, image = p.digest, p.refs[0]
                 built = exists(image)
             rows.append({**base, "arch": arch.name, "hash": digest, "image": image,
-                         "built": built})
+                         "built": built, "in_tree_modules": has})
     if any(r["arch"] and not r["hash"] for r in rows):
         ui.info("hash needs the verified source: `inv fetch --version V` (or build once)")
     return rows

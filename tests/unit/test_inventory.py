@@ -27,6 +27,18 @@ def test_list_shows_series_arches_variants_and_deprecation(lk, tree):
     assert "inv fetch" in run.err  # the hash needs the source, and nothing needed the engine
 
 
+def test_list_says_which_in_tree_recipes_each_series_config_has(lk, tree):
+    config = tree / "6.12.x" / "config-aarch64"
+    config.write_text(config.read_text() + "CONFIG_IP_SCTP=y\nCONFIG_WIREGUARD=m\n")
+    run = lk("list", "--kernel-dir", str(tree), "--version", "6.12.117", "--json",
+             env=NO_ENGINE)
+    assert run.code == 0, run.err
+    arm64, amd64 = json.loads(run.out)
+    assert arm64["in_tree_modules"] == {"openvswitch": "missing", "sctp": "built-in",
+                                        "wireguard": "module"}
+    assert set(amd64["in_tree_modules"].values()) == {"missing"}
+
+
 def test_list_narrows_to_a_version_and_arch(lk, tree):
     run = lk("list", "--kernel-dir", str(tree), "--version", "6.12.117", "--arch", "aarch64",
              "--json", env=NO_ENGINE)
