@@ -761,7 +761,7 @@ def boot(settings: Settings, ref_or_dir: str | Path, arch: Arch, *, timeout: flo
         def steps(line: str) -> None:
             said = step_of(line)
             if said:
-                ui.info(f"  {said} ({progress.duration(time.monotonic() - started)})")
+                ui.info(f"  {progress.duration(time.monotonic() - started):>6}  {said}")
 
         echo = (lambda line: ui.info(f"  | {line}")) if stream else steps
         run = run_qemu(cmd, log, timeout, echo, on_start)
