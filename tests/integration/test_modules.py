@@ -222,6 +222,7 @@ def test_openzfs_builds_from_zfs_dkms_and_spl_and_zfs_load_in_qemu(small_kernel,
 
 
 @pytest.mark.full
+@pytest.mark.timeout(9000)  # a cold cross build of the full config, then OpenZFS and qemu
 @pytest.mark.skipif(not ZFS_SOURCE.is_file(), reason="scripts/setup-debian.sh fetches it")
 def test_openzfs_builds_against_the_shipped_arm64_config_and_loads_in_qemu(kernel_cache, kver):
     """The kernel `inv build --arch arm64` makes with no --config (the series' container-host
