@@ -134,7 +134,12 @@ _MAKE_TOOK = re.compile(r"^lkbuild: make took (\d+) s$")
 _MAKE_JOBS = re.compile(r"^lkbuild: make -j(\d+) ")
 _MEMORY = re.compile(r"^lkbuild: memory in use: (\d+) MiB of (\d+) MiB$")
 _IN_BUILD_DIR = re.compile(r"^lkbuild: (\d+) objects in the build dir$")
-_BEFORE_MAKE = re.compile(r"^lkbuild: (\d+) objects in the build dir before make$")
+_BEFORE_MAKE = re.compile(r"^lkbuild: (\d+) objects in the build dir before make"
+                          r"(?:, built from a config that differs in (\d+) of (\d+) symbols)?$")
+REBUILD_SHARE = 0.05
+"""A build dir whose last make built a config this close to the new one (the share of its
+symbols that changed) is a rebuild: make recompiles what changed. Further off (the small
+config's build dir given the full one) make compiles most of it again, as a cold build."""
 
 
 class Tracker:
@@ -155,7 +160,8 @@ class Tracker:
         self.compile_started: float | None = None
         self.make_seconds: int | None = None  # what compile.sh measured
         self.build_dir_objects: int | None = None  # what compile.sh counted after make
-        self.objects_before: int | None = None  # and before it: more than none, a rebuild
+        self.objects_before: int | None = None  # and before it
+        self.config_changed: tuple[int, int] | None = None  # symbols since its last make, of
         self.compile_cached = False
         self.tail: deque[str] = deque(maxlen=tail)
         self.note = ""  # the last `lkbuild:` line a step printed
@@ -220,6 +226,8 @@ class Tracker:
             before = _BEFORE_MAKE.match(text)
             if before:
                 self.objects_before = int(before.group(1))
+                if before.group(2):
+                    self.config_changed = (int(before.group(2)), int(before.group(3)))
             took, counted = _MAKE_TOOK.match(text), _IN_BUILD_DIR.match(text)
             if took:
                 self.make_seconds = int(took.group(1))
@@ -257,8 +265,19 @@ class Tracker:
 
     @property
     def rebuild(self) -> bool:
-        """make started on a build dir that held objects: it recompiles what changed."""
-        return bool(self.objects_before)
+        """make started on a build dir that held objects of this config or one close to it:
+        it recompiles what changed."""
+        if not self.objects_before:
+            return False
+        if self.config_changed is None:
+            return True
+        changed, of = self.config_changed
+        return changed <= REBUILD_SHARE * of
+
+    @property
+    def held(self) -> int:
+        """The objects a rebuild starts from (0: not a rebuild)."""
+        return (self.objects_before or 0) if self.rebuild else 0
 
     def resources(self) -> str:
         """`make -j2, memory in use 3.1 of 7.8 GiB`: what a person checks when a build

@@ -182,7 +182,7 @@ class BuildView:
         t = self.tracker
         return progress.forecast(t.objects, t.compile_elapsed(),
                                  self.earlier if self.estimate else None,
-                                 t.objects_before or 0)
+                                 t.held)
 
     def status(self) -> str:
         """`compile: 4629/9619 objects, 21 min elapsed, about 22 min left`; in another

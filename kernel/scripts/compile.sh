@@ -42,11 +42,10 @@ jobs=$(/lkbuild/jobs.sh "${MAKE_JOBS:-$(getconf _NPROCESSORS_ONLN)}" "${JOBS_AUT
 printf '%s\n' "$jobs" > "$out/facts/jobs"
 echo "lkbuild: make -j$jobs $make_args in $build"
 /lkbuild/unfinished.sh start "$build"
-# A build dir that holds kernel objects is a rebuild: make recompiles what changed, which no
-# earlier build's count foretells (the progress display says so instead of a cold build's
-# estimate). scripts/ holds the host tools the config step compiled (kconfig's), not a build.
-echo "lkbuild: $(find "$build" -name '*.o' -not -path "$build/scripts/*" | wc -l) objects in" \
-  "the build dir before make"
+# A build dir that holds objects of this config, or of one close to it, is a rebuild: make
+# recompiles what changed, which no earlier build's count foretells (the progress display
+# says so instead of a cold build's estimate).
+echo "lkbuild: $(/lkbuild/held.sh "$build")"
 started=$(date +%s)
 /lkbuild/peak.sh "$out/facts/peak-rss" make O="$build" $make_args -j"$jobs" $goals
 echo "lkbuild: make took $(( $(date +%s) - started )) s"

@@ -507,3 +507,53 @@ def test_the_compile_step_is_named_once_compile_sh_says_what_the_build_dir_held(
     assert console.file.getvalue() == ""  # not yet: a rebuild would be named otherwise
     view.line("#12 40.0 lkbuild: 0 objects in the build dir before make")
     assert console.file.getvalue().startswith("step 3/5: compile (expecting 600 objects")
+
+
+def test_a_build_dir_of_another_config_is_a_cold_build_with_its_estimate():
+    """The quick start's small config built in this build dir, then the full one: make
+    compiles nearly all of it, so the earlier full build's estimate holds."""
+    view, console, clock = plain_view(Earlier(3674, 1424.0, 3665))
+    feed(view, "#12 [compile 1/1] RUN /lkbuild/compile.sh /cache\n#12 0.1 lkbuild: make -j2 X\n"
+         "#12 0.3 lkbuild: 606 objects in the build dir before make, built from a config that "
+         "differs in 1893 of 2104 symbols\n"
+         + "".join(f"#12 {2 + i}.0   CC      kernel/k{i}.o\n" for i in range(40)), clock, 1.0)
+    lines = console.file.getvalue().splitlines()
+    assert lines[0].startswith("step 3/5: compile (expecting 3674 objects in about 24 min")
+    assert lines[1].startswith("compile: 30/3674 objects, 32 s elapsed, about ")
+    assert not view.tracker.rebuild and view.tracker.held == 0
+
+
+@pytest.mark.parametrize(("changed", "of", "rebuild"), [(0, 2104, True), (2, 2104, True),
+                                                        (105, 2104, True), (106, 2104, False)])
+def test_a_build_dir_is_a_rebuild_while_its_config_is_close_to_the_new_one(changed, of, rebuild):
+    t = Tracker(progress.KERNEL)
+    feed(t, "#12 [compile 1/1] RUN /lkbuild/compile.sh /cache\n"
+         f"#12 0.3 lkbuild: 3674 objects in the build dir before make, built from a config that "
+         f"differs in {changed} of {of} symbols\n")
+    assert t.rebuild is rebuild and t.held == (3674 if rebuild else 0)
+
+
+def held(build: Path) -> str:
+    script = ROOT / "kernel" / "scripts" / "held.sh"
+    return subprocess.run(["sh", str(script), str(build)], capture_output=True, text=True,
+                          check=True).stdout
+
+
+def test_held_sh_counts_the_objects_and_the_symbols_changed_since_the_last_make(tmp_path):
+    build = tmp_path / "kbuild"
+    (build / "scripts" / "kconfig").mkdir(parents=True)
+    (build / "scripts" / "kconfig" / "conf.o").write_bytes(b"")  # the config step's host tool
+    assert held(build) == "0 objects in the build dir before make\n"
+    (build / "kernel").mkdir()
+    for name in ("fork.o", "exit.o"):
+        (build / "kernel" / name).write_bytes(b"")
+    (build / ".config").write_text("# Linux/arm64 6.12.118 Kernel Configuration\nCONFIG_A=y\n"
+                                   "CONFIG_B=m\n# CONFIG_C is not set\nCONFIG_S=\"x\"\n")
+    assert held(build) == "2 objects in the build dir before make\n"  # no make ran yet
+    (build / "include" / "config").mkdir(parents=True)
+    (build / "include" / "config" / "auto.conf").write_text(
+        "#\n# Automatically generated file; DO NOT EDIT.\nCONFIG_A=y\nCONFIG_B=y\nCONFIG_C=y\n"
+        "CONFIG_S=x\n")  # strings unquoted there
+    # B changed value, C was on and is off now: two symbols, of the three set now.
+    assert held(build) == ("2 objects in the build dir before make, built from a config that "
+                           "differs in 2 of 3 symbols\n")
