@@ -161,7 +161,7 @@ class Tracker:
         self.make_seconds: int | None = None  # what compile.sh measured
         self.build_dir_objects: int | None = None  # what compile.sh counted after make
         self.objects_before: int | None = None  # and before it
-        self.config_changed: tuple[int, int] | None = None  # symbols since its last make, of
+        self.config_changed: tuple[int, int] | None = None  # symbols changed, of the config's
         self.compile_cached = False
         self.tail: deque[str] = deque(maxlen=tail)
         self.note = ""  # the last `lkbuild:` line a step printed
