@@ -171,7 +171,7 @@ class BuildView:
         if t.step != t.recipe.compile or not self.estimate:
             return ""
         if t.rebuild:
-            return f" (a rebuild: the build dir holds {t.objects_before} objects)"
+            return f" (a rebuild: the build dir holds {t.held} objects)"
         if self.earlier is None:
             return f" ({t.recipe.first_build})"
         return (f" (expecting {self.earlier.objects} objects in about "
