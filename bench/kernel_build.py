@@ -6,8 +6,6 @@ Prints, and writes as JSON:
   rebuild after a one-symbol fragment / cold
   no-op `build` seconds (the image exists)
   arm64 cross-built on this x86_64 host / x86_64 native, same small config
-  `buildmodule` of hello / bare `make M=` against the same kernel-dev (seconds over, medians
-    of 5 alternating runs), and of OpenZFS / its bare configure and make
   make jobs lkbuild chose, its measured largest process, and peak memory in use
 
 Bare make runs in a plain container of the same build image, so the ratio is lkbuild's own
@@ -75,50 +73,6 @@ def bare_make(source: Path, config: Path, karch: str, cross: str, jobs: int
         return unpack, config_s, make_s
 
 
-ZFS_SOURCE = Path("/usr/local/lib/lkbuild/sources/zfs-dkms_2.3.2-2~bpo12+2_all.deb")
-ZFS_SUBDIR = "usr/src/zfs-2.3.2"
-RUNS = 5  # module builds each way, alternating; the figure is the median
-
-
-def bare_in_builder(builder: str, tree: Path, script: str) -> float:
-    """Seconds `script` takes in a container of the -builder image (the build image with the
-    kernel's kernel-dev unpacked, KERNELDIR set) with `tree` at /m, timed inside."""
-    timed = (f"t0=$(date +%s.%N) && {script} && "
-             "echo TIME $(echo \"$(date +%s.%N) - $t0\" | bc)")
-    proc = subprocess.run(["docker", "run", "--rm", "--network", "none", "-v", f"{tree}:/m",
-                           builder, "sh", "-c", timed], capture_output=True, text=True)
-    subprocess.run(["docker", "run", "--rm", "-v", f"{tree}:/m", builder, "sh", "-c",
-                    "rm -rf /m/*"], capture_output=True)
-    if proc.returncode != 0:
-        sys.exit(f"bare build failed:\n{proc.stderr[-3000:]}")
-    return float([ln for ln in proc.stdout.splitlines() if ln.startswith("TIME ")][-1]
-                 .split()[1])
-
-
-def bare_module(builder: str) -> float:
-    """Seconds of `make M=` of the hello module in the -builder image."""
-    with tempfile.TemporaryDirectory(prefix="lkbuild-bench-") as tmp:
-        shutil.copytree(ROOT / "module" / "hello", Path(tmp) / "hello")
-        return bare_in_builder(builder, Path(tmp),
-                               "make -s -C $KERNELDIR M=/m/hello modules")
-
-
-def bare_zfs(builder: str, jobs: int) -> float:
-    """Seconds of OpenZFS's configure and module make, as its recipe runs them, in the
-    -builder image: what a user does by hand with the same sources."""
-    with tempfile.TemporaryDirectory(prefix="lkbuild-bench-") as tmp:
-        subprocess.run(["dpkg-deb", "-x", str(ZFS_SOURCE), tmp], check=True)
-        src = Path(tmp) / ZFS_SUBDIR
-        return bare_in_builder(builder, src, (
-            "cd /m && ./configure -q --with-config=kernel --with-linux=$KERNELDIR "
-            "--with-linux-obj=$KERNELDIR --disable-dependency-tracking && "
-            f"make -s -C module -j{jobs}"))
-
-
-def median(values: list[float]) -> float:
-    return sorted(values)[len(values) // 2]
-
-
 def steps(log: str) -> dict[str, Any]:
     """Where a build's seconds went, from BuildKit's step timings and compile.sh's lines: the
     config step (with the unpack or link of the source), make, the packaging after it."""
@@ -180,23 +134,6 @@ def main() -> None:
         Path(frag.name).unlink()
         noop_s, noop = build("buildplainkernel", "amd64", "x86")
         assert noop["skipped"], "the no-op build was not skipped"
-        _, with_builder = build("build", "amd64", "x86")  # adds the -builder image
-        builder = next(r for r in with_builder["refs"] if "-builder-" in r)
-        module_env = {**base, "LKBUILD_CACHE_ID": f"bench-{RUN}-x86"}
-        lkbuild("buildmodule", "--kernel", cold["refs"][0], "--module", "hello", env=module_env)
-        module_runs, bare_module_runs = [], []
-        for _ in range(RUNS):  # alternating, so a slow spell of the machine hits both
-            seconds, _, _ = lkbuild("buildmodule", "--kernel", cold["refs"][0], "--module",
-                                    "hello", "--force", env=module_env)
-            module_runs.append(seconds)
-            bare_module_runs.append(bare_module(builder))
-        module_s, bare_module_s = median(module_runs), median(bare_module_runs)
-        zfs_s = bare_zfs_s = 0.0
-        if ZFS_SOURCE.is_file():
-            zfs_s, _, _ = lkbuild("buildmodule", "--kernel", cold["refs"][0], "--module", "zfs",
-                                  "--module-source", str(ZFS_SOURCE), "--force",
-                                  env=module_env)
-            bare_zfs_s = bare_zfs(builder, jobs)
         arm_s, _ = build("buildplainkernel", "arm64", "arm64")
         peak = next((work / "cache" / "jobs").glob("*.json")).read_text()
         breakdown = steps(cold["log"])
@@ -216,18 +153,11 @@ def main() -> None:
                     "bare": round(bare_s, 1), "bare_olddefconfig": round(bare_config_s, 1),
                     "bare_make": round(bare_make_s, 1), "cold_steps": breakdown,
                     "rebuild_one_symbol": round(rebuild_s, 1), "noop": round(noop_s, 2),
-                    "arm64_cross_cold": round(arm_s, 1), "buildmodule_hello": round(module_s, 1),
-                    "bare_make_m": round(bare_module_s, 1),
-                    "buildmodule_hello_runs": [round(x, 1) for x in module_runs],
-                    "bare_make_m_runs": [round(x, 1) for x in bare_module_runs],
-                    "buildmodule_zfs": round(zfs_s, 1), "bare_zfs": round(bare_zfs_s, 1)},
+                    "arm64_cross_cold": round(arm_s, 1)},
         "ratios": {"cold_over_bare_make": round(cold_s / bare_s, 3),
                    "first_over_bare_unpack_and_make": round(first_s / (unpack_s + bare_s), 3),
                    "rebuild_over_cold": round(rebuild_s / cold_s, 3),
-                   "arm64_cross_over_x86_64_native": round(arm_s / cold_s, 3),
-                   **({"buildmodule_zfs_over_bare": round(zfs_s / bare_zfs_s, 3)}
-                      if bare_zfs_s else {})},
-        "buildmodule_seconds_over_bare": round(module_s - bare_module_s, 1),
+                   "arm64_cross_over_x86_64_native": round(arm_s / cold_s, 3)},
         "measured_peak": peak.strip(),
         "peak_memory_gib": round(mem.peak / 2**30, 2),
     }
@@ -245,12 +175,6 @@ def main() -> None:
     print(f"no-op build: {sec['noop']} s (goal <= 2 s)")
     print(f"arm64 cross / x86_64 native: {r['arm64_cross_over_x86_64_native']:.2f} "
           "(goal <= 1.15)")
-    print(f"buildmodule hello: {sec['buildmodule_hello']} s, bare make M=: "
-          f"{sec['bare_make_m']} s: {results['buildmodule_seconds_over_bare']} s over "
-          f"(medians of {RUNS}; goal <= 5 s)")
-    if "buildmodule_zfs_over_bare" in r:
-        print(f"buildmodule zfs / bare configure + make: {r['buildmodule_zfs_over_bare']:.2f} "
-              f"({sec['buildmodule_zfs']} s / {sec['bare_zfs']} s; goal <= 1.10)")
     print(f"jobs: {jobs}; peak memory in use during the cold build: "
           f"{results['peak_memory_gib']} GiB; measured: {results['measured_peak']}")
     print(f"written to {path}")

@@ -3,6 +3,8 @@
 Prints, and writes as JSON:
   image transfer (docker save over lkbuild's SSH channel into the local engine, checked by ID)
     / raw `ssh cat` of the same bytes (OpenSSH's client, and the same Paramiko channel)
+  where the build host's `docker save` of the -builder image spends its time: the whole image,
+    its build image's layers alone, a tar of its layer dirs, the same save on this engine
   remote build total (`inv remote-build`, cold) / the same build run locally on that engine
     (`inv build` with DOCKER_HOST at it, cold)
 
@@ -17,7 +19,9 @@ usage: python bench/remote.py [--quick] [--source TARBALL] [--link-mbit N] [--ou
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -45,7 +49,13 @@ def main() -> None:
     parser.add_argument("--out", default="")
     parser.add_argument("--link-mbit", default="1000,100",
                         help="rates of the shaped links to the build host (comma-separated)")
+    parser.add_argument("--save-breakdown", default="", metavar="IMAGE",
+                        help="only where docker save spends its time, for a -builder image "
+                             "of this engine on a second engine (a minute)")
     args = parser.parse_args()
+    if args.save_breakdown:
+        breakdown_only(args.save_breakdown, args.out)
+        return
     build_flags = ["--source", args.source, "--arch", args.arch]
     if args.quick:
         build_flags += ["--config", str(ROOT / "tests" / "data" /
@@ -104,6 +114,7 @@ def main() -> None:
             finally:
                 link.stop()
         mb = size / 1e6
+        saves = save_breakdown(engine, ref)
         results: dict[str, Any] = {
             "inputs": {**machine(), "source": args.source, "arch": args.arch,
                        "config": "small" if args.quick else "series",
@@ -126,6 +137,7 @@ def main() -> None:
                        "one_layer_hand_s": round(t["one_layer_hand"], 2),
                        "one_layer_vs_hand": round(t["one_layer"] / t["one_layer_hand"], 3)}
                 for name, t in paths.items()},
+            "docker_save": saves,
             "remote_build_s": round(remote_s, 1),
             "local_build_on_that_engine_s": round(local_s, 1),
             "remote_vs_local_build": round(remote_s / local_s, 3),
@@ -150,8 +162,63 @@ def main() -> None:
               f"{t['transfer_s']} s; goal >= 0.8); with every layer: "
               f"{t['every_layer_vs_openssh_cat']} ({t['every_layer_s']} s); raw cat "
               f"{t['openssh_cat_s']} s")
+    d = results["docker_save"]
+    print(f"docker save on the build host ({d['host_driver']}): the -builder image "
+          f"({d['layers']} layers) {d['builder_s']} s, its build image's {d['base_layers']} "
+          f"layers alone {d['base_s']} s, tar of its layer dirs {d['layer_dirs_tar_s']} s; "
+          f"on this engine ({d['local_driver']}) {d['local_builder_s']} s")
     print(f"remote build / local build on that engine: {results['remote_vs_local_build']}")
     print(f"written to {path}")
+
+
+def timed(argv: list[str], env: dict[str, str] | None = None, runs: int = 3) -> float:
+    """Median seconds of `argv` (output discarded) over `runs` runs."""
+    seconds = []
+    for _ in range(runs):
+        started = time.monotonic()
+        subprocess.run(argv, env={**os.environ, **(env or {})}, check=True,
+                       stdout=subprocess.DEVNULL)
+        seconds.append(time.monotonic() - started)
+    return round(sorted(seconds)[len(seconds) // 2], 2)
+
+
+def save_breakdown(engine: DockerEngine, ref: str) -> dict[str, Any]:
+    """Where the build host's `docker save` of the -builder image spends its time: the whole
+    image, its build image alone (the layers lkbuild does not send), a plain tar of the
+    image's layer dirs in the engine's storage (reading the same bytes, no export), and the
+    same save on this machine's own engine (its storage driver)."""
+    host = {"DOCKER_HOST": engine.host}
+    found = json.loads(engine.docker("image", "inspect", ref, check=True).stdout)[0]
+    base = json.loads(engine.docker("image", "inspect", BUILD_IMAGE, check=True).stdout)[0]
+    graph = found["GraphDriver"]
+    dirs = [d for key in ("UpperDir", "LowerDir")
+            for d in str(graph["Data"].get(key, "")).split(":") if d]
+    tar = ["sh", "-c", " && ".join(f"tar -cf - -C {shlex.quote(d)} . | cat > /dev/null"
+                                   for d in dirs)]
+    local = json.loads(subprocess.run(["docker", "info", "--format", "{{json .}}"],
+                                      capture_output=True, text=True, check=True).stdout)
+    return {"host_driver": graph["Name"], "local_driver": local.get("Driver", ""),
+            "layers": len(found["RootFS"]["Layers"]), "base_layers": len(base["RootFS"]["Layers"]),
+            "builder_s": timed(["docker", "save", ref], host),
+            "base_s": timed(["docker", "save", BUILD_IMAGE], host),
+            "layer_dirs_tar_s": timed(tar),
+            "local_builder_s": timed(["docker", "save", ref])}
+
+
+def breakdown_only(ref: str, out: str) -> None:
+    """save_breakdown for an image this engine has, on a second engine as the build host."""
+    engine = DockerEngine(Path(tempfile.mkdtemp(prefix="lkb-", dir="/tmp")))
+    try:
+        engine.start()
+        for image in (BUILD_IMAGE, ref):
+            engine.load_from_host(image)
+        results = {"inputs": {**machine(), "image": ref},
+                   "docker_save": save_breakdown(engine, ref)}
+    finally:
+        engine.stop()
+        shutil.rmtree(engine.root, ignore_errors=True)
+    print(json.dumps(results["docker_save"]))
+    print(f"written to {write('remote-save', results, out)}")
 
 
 def hand_pipeline(ssh_cmd: list[str], ref: str) -> None:

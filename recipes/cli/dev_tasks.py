@@ -56,7 +56,8 @@ def test(c: Context, quick: bool = False, full: bool = False, k: str = "") -> No
 
 @task(help={"quick": "the small test configs (about an hour on 2 cores) instead of the "
                      "series' full ones (hours)",
-            "only": "comma-separated benchmarks: kernel_build, jobs, remote (default: all)",
+            "only": "comma-separated benchmarks: kernel_build, module_build, jobs, remote, "
+                    "full_config (default: all)",
             "report": "run nothing: the goals table from the results already written"})
 def bench(c: Context, quick: bool = False, only: str = "", report: bool = False) -> None:
     """Run the benchmarks side by side; print each figure against its goal (docs/benchmarks.md)."""
