@@ -717,6 +717,8 @@ class Pusher:
                              sum(s for _, s in missing)) as moved:
                 for digest, size in missing:
                     assert p.exported is not None
+                    # Which layer is on the wire, for the log of a push that stops there.
+                    ui.info(f"sending {digest[:19]} ({size / 1e6:.1f} MB) to {repo}")
                     with p.exported.files[digest].open("rb") as fh:
                         self.client.put_blob(repo, digest, size, moved.reader(fh))
                     self.cache.sent(self.client.host, repo, digest)
