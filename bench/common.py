@@ -54,6 +54,11 @@ def prune(env: dict[str, str]) -> None:
                    capture_output=True, text=True)
 
 
+def median(values: list[float]) -> float:
+    """The middle of an odd number of runs (the upper middle of an even one)."""
+    return sorted(values)[len(values) // 2]
+
+
 def machine() -> dict[str, Any]:
     info = json.loads(subprocess.run(["docker", "info", "--format", "{{json .}}"],
                                      capture_output=True, text=True).stdout or "{}")

@@ -26,7 +26,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import ROOT, SOURCE, config, lkbuild, machine, prune, write
+from bench.common import ROOT, SOURCE, config, lkbuild, machine, median, prune, write
 from tests.integration.kernels import remove_images
 
 RUN = uuid.uuid4().hex[:8]
@@ -69,10 +69,6 @@ def bare_zfs(builder: str, jobs: int) -> float:
             "cd /m && ./configure -q --with-config=kernel --with-linux=$KERNELDIR "
             "--with-linux-obj=$KERNELDIR --disable-dependency-tracking && "
             f"make -s -C module -j{jobs}"))
-
-
-def median(values: list[float]) -> float:
-    return sorted(values)[len(values) // 2]
 
 
 def main() -> None:

@@ -33,7 +33,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import BUILD_IMAGE, ROOT, SOURCE, UNAME, lkbuild, machine, write
+from bench.common import BUILD_IMAGE, ROOT, SOURCE, UNAME, lkbuild, machine, median, write
 from recipes import engine as enginemod, ssh
 from tests.integration.daemons import DockerEngine, Link, SSHServer
 from tests.integration.kernels import remove_images
@@ -179,7 +179,7 @@ def timed(argv: list[str], env: dict[str, str] | None = None, runs: int = 3) -> 
         subprocess.run(argv, env={**os.environ, **(env or {})}, check=True,
                        stdout=subprocess.DEVNULL)
         seconds.append(time.monotonic() - started)
-    return round(sorted(seconds)[len(seconds) // 2], 2)
+    return round(median(seconds), 2)
 
 
 def save_breakdown(engine: DockerEngine, ref: str) -> dict[str, Any]:
@@ -195,9 +195,7 @@ def save_breakdown(engine: DockerEngine, ref: str) -> dict[str, Any]:
             for d in str(graph["Data"].get(key, "")).split(":") if d]
     tar = ["sh", "-c", " && ".join(f"tar -cf - -C {shlex.quote(d)} . | cat > /dev/null"
                                    for d in dirs)]
-    local = json.loads(subprocess.run(["docker", "info", "--format", "{{json .}}"],
-                                      capture_output=True, text=True, check=True).stdout)
-    return {"host_driver": graph["Name"], "local_driver": local.get("Driver", ""),
+    return {"host_driver": graph["Name"], "local_driver": machine()["storage_driver"],
             "layers": len(found["RootFS"]["Layers"]), "base_layers": len(base["RootFS"]["Layers"]),
             "builder_s": timed(["docker", "save", ref], host),
             "base_s": timed(["docker", "save", BUILD_IMAGE], host),
