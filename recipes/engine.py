@@ -272,7 +272,32 @@ class Images(Protocol):
 
     def image_ids(self, repo: str) -> list[str]: ...
 
+    def tag(self, image: str, ref: str) -> None: ...
+
     def archives(self, ref: str, paths: Sequence[str], dest: Path) -> dict[str, Path]: ...
+
+
+def aliases_to_move(ids: Mapping[str, str], groups: Sequence[Sequence[str]]
+                    ) -> list[tuple[str, str]]:
+    """(image ID, ref) for each ref after a group's first that does not name the first's
+    image: the plain tags a build moves, which a skipped build must move the same way (a tag
+    like `6.12.54-arm64` names the latest build, whatever config built the one before)."""
+    return [(ids[group[0]], ref) for group in groups if group and group[0] in ids
+            for ref in group[1:] if ids.get(ref) != ids[group[0]]]
+
+
+def realign(engine: Images, groups: Sequence[Sequence[str]]) -> list[str]:
+    """Point each group's other refs at the group's first (hash-tagged) image; the refs
+    moved."""
+    ids: dict[str, str] = {}
+    for ref in {r for group in groups for r in group}:
+        found = engine.image(ref)
+        if found is not None:
+            ids[ref] = str(found["Id"])
+    moved = aliases_to_move(ids, groups)
+    for image_id, ref in moved:
+        engine.tag(image_id, ref)
+    return [ref for _, ref in moved]
 
 
 class Engine:
@@ -421,6 +446,11 @@ class Engine:
         """IDs of the images tagged in `repo`."""
         with _wrapped(f"cannot list images on {self.describe()}"):
             return [str(i["Id"]) for i in self.client.api.images(name=repo)]
+
+    def tag(self, image: str, ref: str) -> None:
+        repo, _, tag = ref.rpartition(":")
+        with _wrapped(f"cannot tag {ref} on {self.describe()}"):
+            self.client.api.tag(image, repo, tag, force=True)
 
     def archives(self, ref: str, paths: Sequence[str], dest: Path) -> dict[str, Path]:
         """Tar streams of `paths` inside an image, spooled to files in `dest`, never running it.

@@ -35,7 +35,7 @@ from . import (
 )
 from .arch import Arch, resolve
 from .diagnose import step_error
-from .engine import Engine, connect
+from .engine import Engine, connect, realign
 from .errors import BuildError, InfraError, UserError
 from .series import BuildInputs, KernelTree, parse_version
 from .settings import ROOT, Settings
@@ -581,16 +581,24 @@ def remember_jobs(settings: Settings, p: Plan, facts: dict[str, str], jobs: int)
     return used
 
 
+def tag_groups(p: Plan, builder_image: bool) -> list[list[str]]:
+    """The refs a build tags, per image: its hash tag first, then the plain tag."""
+    return [p.refs] + ([p.builder_refs] if builder_image else [])
+
+
 def build(settings: Settings, request: Request) -> Result:
     """Build one kernel image (and its -builder image when asked); skip it when it exists."""
     started = time.monotonic()
     p = plan(settings, request)
     engine = buildx.engine_for(settings, request.arch, request.builders)
-    wanted = p.refs + (p.builder_refs if request.builder_image else [])
+    groups = tag_groups(p, request.builder_image)
+    wanted = [r for group in groups for r in group]
     existing = engine.image(p.refs[0])
-    if existing and not request.force and all(engine.image_exists(r) for r in wanted):
+    if existing and not request.force and all(engine.image_exists(g[0]) for g in groups):
         labels = (existing.get("Config") or {}).get("Labels") or {}
         ui.info(f"{p.refs[0]} is up to date (hash {p.digest}); --force rebuilds it")
+        for ref in realign(engine, groups):
+            ui.info(f"{ref} now names this build again")
         return Result(wanted, existing["Id"], labels.get(f"{LABEL}.release", ""),
                       labels.get(f"{LABEL}.vermagic", ""), p.digest, p.arch.name,
                       request.version, time.monotonic() - started, 0, True)

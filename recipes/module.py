@@ -36,7 +36,7 @@ from . import (
 )
 from .arch import Arch, host, resolve
 from .diagnose import diagnose_file, error_lines, step_error
-from .engine import Engine, Images
+from .engine import Engine, Images, realign
 from .errors import BuildError, LkbuildError, UserError, VerifyError
 from .fidelity import Profile, check_vermagic, config_vermagic, same_vermagic, vermagic_diff, words
 from .modrecipe import Module
@@ -676,10 +676,12 @@ def existing(p: Plan, release: str, started: float) -> Result | None:
     """The result of an earlier build with the same inputs, when all its images are there."""
     refs, loader_refs = p.refs(release), p.refs(release, loader=True)
     found = p.engine.image(refs[0])
-    if found is None or not all(p.engine.image_exists(r) for r in refs[1:] + loader_refs):
+    if found is None or not p.engine.image_exists(loader_refs[0]):
         return None
     labels = (found.get("Config") or {}).get("Labels") or {}
     ui.info(f"{refs[0]} is up to date (hash {p.digest}); --force rebuilds it")
+    for ref in realign(p.engine, [refs, loader_refs]):
+        ui.info(f"{ref} now names this build again")
     return Result(p.module.name, p.module.version, p.arch.name, release,
                   labels.get(f"{LABEL}.vermagic", ""), p.target.ref, refs, loader_refs,
                   labels.get(f"{LABEL}.modules", "").split(), p.digest, True,

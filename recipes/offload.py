@@ -125,8 +125,8 @@ def build(settings: Settings, request: kernel.Request, where: str) -> kernel.Res
     p, _ = remote.located_plan(settings, request, ship_sources=False)
     engine = buildx.engine_for(settings, request.arch, request.builders)
     try:
-        wanted = p.refs + (p.builder_refs if request.builder_image else [])
-        here = not request.force and all(engine.image_exists(r) for r in wanted)
+        here = not request.force and all(
+            engine.image_exists(g[0]) for g in kernel.tag_groups(p, request.builder_image))
     finally:
         engine.close()
     if here:  # up to date here: nothing to place

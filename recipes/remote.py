@@ -35,7 +35,7 @@ from . import (
     ui,
 )
 from .arch import Arch, resolve
-from .engine import Engine, connect
+from .engine import Engine, connect, realign
 from .errors import InfraError, LkbuildError, UserError, VerifyError
 from .settings import Settings
 
@@ -265,6 +265,9 @@ class HostEngine:
             f"docker images --no-trunc --format '{{{{.ID}}}}' {shlex.quote(repo)}", timeout=60)
         return sorted({line.strip() for line in text.splitlines()
                        if line.strip().startswith("sha256:")})
+
+    def tag(self, image: str, ref: str) -> None:
+        self.host.conn.run(f"docker tag {shlex.quote(image)} {shlex.quote(ref)}", timeout=60)
 
     def archives(self, ref: str, paths: Sequence[str], dest: Path) -> dict[str, Path]:
         """As Engine.archives: paths copied out of a created (never started) container."""
@@ -499,7 +502,8 @@ def build(settings: Settings, request: kernel.Request, target: Target, *, fetch:
     """
     started = time.monotonic()
     p, located = located_plan(settings, request, ship_sources)
-    wanted = p.refs + (p.builder_refs if request.builder_image else [])
+    groups = kernel.tag_groups(p, request.builder_image)
+    wanted = [r for group in groups for r in group]
     out = Outcome(request.version, p.arch.name, target.spec, wanted,
                   module=module.name if module else "")
     show = echo or (lambda text: ui.err.print(text, markup=False, style="dim"))
@@ -510,14 +514,15 @@ def build(settings: Settings, request: kernel.Request, target: Target, *, fetch:
     if active is not None:
         active.add(r.conn)
     try:
-        have = r.images(wanted)
-        if len(have) == len(wanted) and not request.force:
+        have = r.images([g[0] for g in groups])
+        if len(have) == len(groups) and not request.force:
             ui.info(f"{p.refs[0]} is up to date on {r.describe()} (hash {p.digest})")
+            for ref in realign(HostEngine(r), groups):
+                ui.info(f"{ref} now names this build again on {r.describe()}")
             out.skipped = True
         else:
             out.sent_bytes, out.log, out.summary = _run_build(settings, p, r, show, located,
                                                                view)
-        groups = [p.refs] + ([p.builder_refs] if request.builder_image else [])
         if module is not None:
             result, sent = _run_module(settings, p, r, module, show)
             out.refs = result.refs + result.loader_refs

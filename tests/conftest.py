@@ -48,7 +48,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Every test in exactly one tier, and every test under a hang guard."""
+    """Every test in exactly one tier, and every test under a hang guard. The unit tests run
+    first: they answer in seconds, and the session fixtures' teardown (removing the images a
+    run built) then falls to the last integration test's guard, not to a unit test's."""
+    items.sort(key=lambda item: item.get_closest_marker("unit") is None)
     wrong = []
     for item in items:
         tiers = {m.name for m in item.iter_markers() if m.name in TIERS}

@@ -117,6 +117,29 @@ def test_an_unchanged_build_is_skipped_and_names_the_image_it_kept(small_kernel,
     assert "up to date" in run.err
 
 
+@pytest.mark.ci
+def test_a_skipped_build_points_its_plain_tags_at_itself_again(small_kernel, kernel_cache,
+                                                               kver):
+    """`6.12.54-arm64` names the latest build: after another config's build took the tag (or
+    the tag was removed), building these inputs again moves it back, as a push then takes it."""
+    first = small_kernel("amd64")
+    _, kernel_plain, builder_hash, builder_plain = first["refs"]
+    api = docker.from_env().api
+    try:
+        api.tag(builder_hash, *kernel_plain.rsplit(":", 1))  # another image under the tag
+        api.remove_image(builder_plain)  # untags it only: the hash tag keeps the image
+        run = lkbuild(kernel_cache, "build", *small_args(kver, "amd64"), "--json")
+        assert run.code == 0, run.err[-3000:]
+        (again,) = run.json()
+        assert again["skipped"] and again["refs"] == first["refs"]
+        assert api.inspect_image(kernel_plain)["Id"] == first["image_id"]
+        assert api.inspect_image(builder_plain)["Id"] == api.inspect_image(builder_hash)["Id"]
+        assert f"{kernel_plain} now names this build again" in run.err
+    finally:
+        api.tag(first["image_id"], *kernel_plain.rsplit(":", 1), force=True)
+        api.tag(builder_hash, *builder_plain.rsplit(":", 1), force=True)
+
+
 STEP_LINE = re.compile(r"^step (\d)/5: (source|config|compile|package|images)\b")
 PROGRESS_LINE = re.compile(r"^(source|config|compile|package|images): ")
 

@@ -113,6 +113,30 @@ def test_an_unchanged_module_is_not_built_again(hello, small_kernel, kernel_cach
 
 
 @pytest.mark.ci
+def test_an_unchanged_module_points_its_plain_tags_at_itself_again(hello, small_kernel,
+                                                                   kernel_cache):
+    """Another kernel of the same release builds a module under the same plain tag: building
+    against this kernel again takes the tag back, without building."""
+    first = hello("amd64")
+    (module_hash, module_plain), (loader_hash, loader_plain) = \
+        first["refs"], first["loader_refs"]
+    api = docker.from_env().api
+    module_id = api.inspect_image(module_hash)["Id"]
+    try:
+        api.tag(loader_hash, *module_plain.rsplit(":", 1))
+        api.remove_image(loader_plain)
+        again = lkbuild(kernel_cache, "buildmodule", "--kernel",
+                        small_kernel("amd64")["refs"][0], "--module", "hello", "--json")
+        assert again.code == 0, again.err[-2000:]
+        assert again.json()["skipped"]
+        assert api.inspect_image(module_plain)["Id"] == module_id
+        assert api.inspect_image(loader_plain)["Id"] == api.inspect_image(loader_hash)["Id"]
+    finally:
+        api.tag(module_id, *module_plain.rsplit(":", 1), force=True)
+        api.tag(loader_hash, *loader_plain.rsplit(":", 1), force=True)
+
+
+@pytest.mark.ci
 def test_list_shows_the_kernel_and_module_images_built_here(hello, small_kernel, kernel_cache):
     kernel, module = small_kernel("amd64"), hello("amd64")
     run = lkbuild(kernel_cache, "list", "--json")

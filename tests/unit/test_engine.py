@@ -186,3 +186,18 @@ def test_buildx_inspect_output_is_parsed() -> None:
     assert facts == {"name": "default", "driver": "docker", "endpoint": "default",
                      "status": "running", "buildkit": "v0.8+unknown",
                      "platforms": "linux/amd64, linux/386"}
+
+
+def test_a_skipped_build_moves_the_plain_tags_that_name_another_build() -> None:
+    groups = [["o/kernel:6.12.54-0123-arm64", "o/kernel:6.12.54-arm64"],
+              ["o/kernel:6.12.54-builder-0123-arm64", "o/kernel:6.12.54-builder-arm64"]]
+    ids = {"o/kernel:6.12.54-0123-arm64": "sha256:small",
+           "o/kernel:6.12.54-arm64": "sha256:shipped",  # another config's build, built later
+           "o/kernel:6.12.54-builder-0123-arm64": "sha256:small-builder"}  # plain tag gone
+    assert engine.aliases_to_move(ids, groups) == [
+        ("sha256:small", "o/kernel:6.12.54-arm64"),
+        ("sha256:small-builder", "o/kernel:6.12.54-builder-arm64")]
+    ids["o/kernel:6.12.54-arm64"] = "sha256:small"
+    ids["o/kernel:6.12.54-builder-arm64"] = "sha256:small-builder"
+    assert engine.aliases_to_move(ids, groups) == []
+    assert engine.aliases_to_move({}, groups) == []  # nothing built: nothing to point at
