@@ -250,7 +250,7 @@ def test_openzfs_builds_from_zfs_dkms_and_spl_and_zfs_load_in_qemu(small_kernel,
 @pytest.mark.skipif(not ZFS_SOURCE.is_file(), reason="scripts/setup-debian.sh fetches it")
 def test_openzfs_builds_against_the_shipped_arm64_config_and_loads_in_qemu(kernel_cache, kver):
     """The kernel `inv build --arch arm64` makes with no --config (the series' container-host
-    config, cross-built: about 25 minutes on 2 cores), OpenZFS against it, and spl and zfs
+    config, cross-built: about 15 minutes on 2 cores), OpenZFS against it, and spl and zfs
     loaded from its loader image in qemu booted with that kernel."""
     env = {"LKBUILD_CACHE_ID": f"{SCOPE}-shipped"}  # a full build dir of its own
     built = lkbuild(kernel_cache, "build", "--version", kver, "--arch", "arm64", "--source",
