@@ -594,7 +594,7 @@ def build(settings: Settings, request: Request) -> Result:
     groups = tag_groups(p, request.builder_image)
     wanted = [r for group in groups for r in group]
     existing = engine.image(p.refs[0])
-    if existing and not request.force and all(engine.image_exists(g[0]) for g in groups):
+    if existing and not request.force and all(engine.image_exists(g[0]) for g in groups[1:]):
         labels = (existing.get("Config") or {}).get("Labels") or {}
         ui.info(f"{p.refs[0]} is up to date (hash {p.digest}); --force rebuilds it")
         for ref in realign(engine, groups):

@@ -657,7 +657,6 @@ def fetch_images(r: Host, engine: Engine, groups: list[list[str]],
             image_id = ssh.fetch_image(r.conn, group[0], engine, str(r.work / "transfer"),
                                        bases)
         for ref in group[1:]:
-            repo, tag = ref.rsplit(":", 1)
-            engine.client.api.tag(image_id, repo, tag)
+            engine.tag(image_id, ref)
         first = first or image_id
     return first
